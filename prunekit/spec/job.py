@@ -1,0 +1,153 @@
+"""The job spec: what to prune, how to fine-tune, which gates to hold. Defined once, torch-free."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from prunekit.spec.pruning import MagnitudePruning, PruningSpec, Sparsity
+from prunekit.spec.training import FinetuneSpec, RegularizersSpec
+
+SPEC_VERSION = 1
+_ARCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelSpec(_Strict):
+    """How to read the uploaded model."""
+
+    format: Literal["auto", "torchscript", "export", "state_dict"] = Field(
+        "auto", description="auto detects the format from the file's content, never from its name."
+    )
+    architecture: str | None = Field(
+        None,
+        description="Required for state-dicts: 'torchvision/<name>' or '<entry-point group name>/<name>' "
+        "registered under the 'prunekit.architectures' entry-point group.",
+        examples=["torchvision/resnet18", "prunekit/digits_cnn"],
+    )
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the architecture.")
+    input_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=6,
+        description="One sample's shape without the batch dimension, e.g. [3, 224, 224]. "
+        "Needed for latency and FLOPs when no data is given.",
+    )
+
+    @field_validator("architecture")
+    @classmethod
+    def _arch_form(cls, v: str | None) -> str | None:
+        if v is not None and not _ARCH_RE.match(v):
+            raise ValueError("architecture must look like 'namespace/name', e.g. 'torchvision/resnet18'")
+        return v
+
+
+class OutputSpec(_Strict):
+    format: Literal["same", "torchscript", "export", "state_dict"] = Field(
+        "same", description="same keeps the input's format; state-dict inputs may be written as torchscript or export."
+    )
+    also_onnx: bool = Field(False, description="Also export ONNX, checked against PyTorch with onnxruntime.")
+
+
+class DataSpec(_Strict):
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Used when the dataset has no x_val/y_val.")
+    split_seed: int = 0
+    max_train_samples: int | None = Field(None, ge=1)
+
+
+class LatencySpec(_Strict):
+    batch_size: int = Field(1, ge=1, le=4096)
+    repeats: int = Field(30, ge=3, le=10_000)
+    warmup: int = Field(5, ge=0, le=1000)
+    threads: int | None = Field(None, ge=1, le=256, description="CPU threads while timing (default: torch's).")
+
+
+class EvaluationSpec(_Strict):
+    batch_size: int = Field(256, ge=1, le=65_536)
+    latency: LatencySpec = Field(default_factory=LatencySpec)
+
+
+class GatesSpec(_Strict):
+    """Quality gates; a missed gate does not fail the job, it marks it as gate-missed."""
+
+    max_accuracy_drop: float | None = Field(
+        None, ge=0, le=1, description="Validation top-1 accuracy drop allowed, as a fraction (0.02 = 2 points)."
+    )
+    min_sparsity: Sparsity | None = Field(None, description="Minimum global sparsity on prunable layers.")
+    max_latency_ms: float | None = Field(None, gt=0)
+    max_artifact_bytes: int | None = Field(None, gt=0)
+    min_speedup: float | None = Field(None, gt=0, description="Latency before / latency after.")
+    max_generalization_gap: float | None = Field(
+        None, ge=0, le=1, description="Train minus validation accuracy after compression, as a fraction."
+    )
+
+
+class SweepSpec(_Strict):
+    """Grid of trials: sparsities x regularizers x schedules."""
+
+    sparsities: list[Sparsity] = Field(min_length=1, max_length=50)
+    regularizers: dict[str, RegularizersSpec] = Field(
+        default_factory=lambda: {"none": RegularizersSpec()},
+        min_length=1,
+        max_length=20,
+        description="Named regularizer settings to compare.",
+    )
+    schedules: list[Literal["oneshot", "gradual"]] = Field(default_factory=lambda: ["oneshot"], min_length=1)
+
+
+class SensitivitySpec(_Strict):
+    levels: list[Sparsity] = Field(default_factory=lambda: [0.3, 0.5, 0.7, 0.9], min_length=1, max_length=20)
+    target_sparsity: Sparsity | None = Field(None, description="Recommend per-layer sparsities for this target.")
+    max_layers: int = Field(200, ge=1)
+
+
+class SearchSpec(_Strict):
+    objective: Literal["max_sparsity"] = "max_sparsity"
+    tolerance: float = Field(0.01, ge=0, le=1, description="Largest accuracy drop accepted, as a fraction.")
+    low: Sparsity = 0.0
+    high: Sparsity = 0.99
+    max_trials: int = Field(8, ge=1, le=50)
+    resolution: float = Field(0.01, gt=0, lt=1)
+
+
+class JobSpec(_Strict):
+    """A compression job: model, pruning, fine-tuning, evaluation and gates."""
+
+    version: Literal[1] = SPEC_VERSION
+    kind: Literal["compress", "sensitivity", "sweep", "search"] = "compress"
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    pruning: PruningSpec = Field(default_factory=MagnitudePruning)
+    finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
+    data: DataSpec = Field(default_factory=DataSpec)
+    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
+    gates: GatesSpec = Field(default_factory=GatesSpec)
+    output: OutputSpec = Field(default_factory=OutputSpec)
+    sweep: SweepSpec | None = None
+    sensitivity: SensitivitySpec | None = None
+    search: SearchSpec | None = None
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    queue: Literal["auto", "cpu", "gpu"] = Field("auto", description="Service only: which worker pool runs the job.")
+
+    @model_validator(mode="after")
+    def _kind_sections(self) -> JobSpec:
+        needed = {"sweep": self.sweep, "sensitivity": self.sensitivity, "search": self.search}
+        if self.kind in needed and needed[self.kind] is None:
+            raise ValueError(f"kind '{self.kind}' needs a '{self.kind}' section")
+        return self
+
+    @model_validator(mode="after")
+    def _architecture_for_state_dict(self) -> JobSpec:
+        if self.model.format == "state_dict" and not self.model.architecture:
+            raise ValueError("model.architecture is required when model.format is 'state_dict'")
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    """The spec's JSON Schema (what `prunekit spec schema` prints)."""
+    return JobSpec.model_json_schema()

@@ -1,0 +1,1 @@
+"""prunekit worker: the compression engine (worker.engine) and the Celery tasks that wrap it."""
