@@ -94,6 +94,7 @@ class Isolation(BaseModel):
     rlimits: dict[str, int | None] = Field(default_factory=dict)
     network: str = Field(description="'isolated' (own network namespace) or why not.")
     environment: str = Field(description="Which environment variables the child got.")
+    notes: list[str] = Field(default_factory=list, description="Limits not applied, and why.")
 
 
 class Environment(BaseModel):

@@ -1,0 +1,639 @@
+"""Client commands that talk to a prunekit server: submit, wait, status, list, cancel, download, report.
+
+Results go to stdout (one JSON document with --json), messages and progress to stderr, and the exit
+code says how the job ended (prunekit/cli/exit_codes.py, docs/client.md).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+import yaml
+from rich.console import Console
+from rich.markup import escape
+
+from prunekit.cli.exit_codes import ExitCode
+from prunekit.client import (
+    DEFAULT_SERVER,
+    ENV_API_KEY,
+    ENV_SERVER,
+    TERMINAL_STATUSES,
+    AuthError,
+    ConflictError,
+    Event,
+    IntegrityError,
+    Job,
+    NotFoundError,
+    NotReadyError,
+    PrunekitClient,
+    PrunekitError,
+    RequestError,
+    ServerError,
+    UnreachableError,
+    WaitTimeoutError,
+)
+from prunekit.reporting.common import gate_threshold, gate_value, human_bytes
+from prunekit.spec import SpecError, load_spec
+
+# ------------------------------------------------------------------ shared options
+
+ServerOpt = Annotated[
+    str, typer.Option("--server", envvar=ENV_SERVER, help="Base URL of the prunekit server.", show_envvar=True)
+]
+ApiKeyOpt = Annotated[
+    str | None,
+    typer.Option("--api-key", envvar=ENV_API_KEY, help="API key (Bearer).", show_envvar=True, show_default=False),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout (messages go to stderr).")]
+HttpTimeoutOpt = Annotated[float, typer.Option("--http-timeout", help="Seconds per HTTP read/write.", min=1)]
+TimeoutOpt = Annotated[
+    float | None, typer.Option("--timeout", help="Give up waiting after this many seconds (exit 6).", min=0)
+]
+OutDirOpt = Annotated[
+    Path | None, typer.Option("--out", help="Download the artifact, report.json and report.html here.")
+]
+JunitOpt = Annotated[Path | None, typer.Option("--junit", help="Write JUnit XML (one test case per gate) here.")]
+SummaryOpt = Annotated[
+    Path | None,
+    typer.Option("--summary", help="Append a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)."),
+]
+PollOpt = Annotated[float, typer.Option("--poll-interval", help="Seconds between status checks.", min=0.1)]
+MaxOutageOpt = Annotated[
+    float,
+    typer.Option("--max-outage", help="Keep waiting through server outages (restarts, 5xx) this long (exit 8).", min=0),
+]
+
+
+def _err() -> Console:
+    # Built on use: test runners swap sys.stderr, and rich must follow.
+    return Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _say(message: str) -> None:
+    _err().print(escape(message))
+
+
+def _emit_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+    sys.stdout.flush()
+
+
+def _fail(code: ExitCode, message: str, json_out: bool = False, details: list[str] | None = None) -> NoReturn:
+    console = _err()
+    console.print(f"[bold red]error:[/] {escape(message)}")
+    for line in details or []:
+        console.print(f"  {escape(line)}")
+    if json_out:
+        _emit_json({"error": {"message": message, "details": details or [], "exit_code": int(code)}})
+    raise typer.Exit(int(code))
+
+
+@contextlib.contextmanager
+def _errors(json_out: bool, server: str) -> Iterator[None]:
+    """Map client exceptions to the documented exit codes."""
+    try:
+        yield
+    except SpecError as exc:
+        _fail(
+            ExitCode.INVALID_INPUT,
+            str(exc).split(":")[0],
+            json_out,
+            [f"{e['loc'] or '<root>'}: {e['msg']}" for e in exc.errors] or [str(exc)],
+        )
+    except AuthError as exc:
+        _fail(
+            ExitCode.AUTH_ERROR,
+            f"not authorized by {server} ({exc.detail or exc.title}); check --api-key / {ENV_API_KEY}",
+            json_out,
+        )
+    except NotFoundError as exc:
+        _fail(ExitCode.INVALID_INPUT, f"not found: {exc.detail or exc.title}", json_out)
+    except RequestError as exc:
+        details = [f"{e.get('loc') or '<root>'}: {e.get('msg', '')}" for e in exc.errors]
+        _fail(ExitCode.INVALID_INPUT, f"{exc.code}: {exc.detail or exc.title}", json_out, details)
+    except UnreachableError as exc:
+        _fail(ExitCode.UNREACHABLE, str(exc), json_out)
+    except ServerError as exc:
+        # A proxy's 502-504 after every retry means the API itself is not there.
+        code = ExitCode.UNREACHABLE if exc.status in (502, 503, 504) else ExitCode.INTERNAL_ERROR
+        _fail(code, f"server error from {server}: {exc}", json_out)
+    except IntegrityError as exc:
+        _fail(ExitCode.INTERNAL_ERROR, str(exc), json_out)
+    except PrunekitError as exc:
+        _fail(ExitCode.INTERNAL_ERROR, str(exc), json_out)
+
+
+def _client(server: str, api_key: str | None, http_timeout: float = 60.0) -> PrunekitClient:
+    return PrunekitClient(server, api_key, timeout=http_timeout)
+
+
+def outcome_code(job: Job) -> ExitCode:
+    """The exit code a finished job stands for."""
+    status = job.get("status")
+    if status == "succeeded":
+        return ExitCode.GATE_MISSED if job.get("gate_status") == "gate_missed" else ExitCode.OK
+    if status == "failed":
+        return ExitCode.JOB_FAILED
+    if status == "canceled":
+        return ExitCode.CANCELED
+    return ExitCode.OK
+
+
+def _outcome_text(job: Job) -> str:
+    status = job.get("status", "?")
+    if status == "succeeded":
+        if job.get("gate_status") == "gate_missed":
+            missed = [g for g in job.get("gates") or [] if not g.get("passed")]
+            names = ", ".join(
+                f"{g.get('name')} {gate_value(str(g.get('name')), g.get('value'))} (required {gate_threshold(g)})"
+                for g in missed
+            )
+            return f"job {job['id']} succeeded but missed a gate: {names or 'see the report'}"
+        return f"job {job['id']} succeeded" + (", all gates passed" if job.get("gates") else "")
+    error = job.get("error")
+    suffix = f": {error.get('code', '')}: {error.get('message', '')}" if error else ""
+    return f"job {job['id']} {status}{suffix}"
+
+
+# ------------------------------------------------------------------ progress
+
+
+class _Watcher:
+    """Shows a job's progress: a rich bar on a terminal, plain timestamped lines otherwise (CI logs)."""
+
+    def __init__(self, job_id: str, tty: bool | None = None) -> None:
+        self.job_id = job_id
+        self.console = _err()
+        self.tty = self.console.is_terminal if tty is None else tty
+        self.start = time.monotonic()
+        self._last_key: tuple[Any, ...] | None = None
+        self._last_pct = -100.0
+        self._last_line = 0.0
+        self._progress: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> _Watcher:
+        if self.tty:
+            from rich.progress import (
+                BarColumn,
+                Progress,
+                SpinnerColumn,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._progress = Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TimeElapsedColumn(),
+                console=self.console,
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task(escape(f"{self.job_id} waiting"), total=100)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _line(self, text: str) -> None:
+        stamp = f"[{time.monotonic() - self.start:6.0f}s]"
+        if self._progress is not None:
+            self._progress.console.print(escape(text))
+        else:
+            self.console.print(escape(f"{stamp} {text}"))
+
+    def update(self, job: Job) -> None:
+        status, stage = job.get("status", "?"), job.get("stage") or ""
+        pct = float(job.get("percent") or 0.0)
+        if status == "succeeded":
+            pct = 100.0
+        if self._progress is not None:
+            desc = f"{self.job_id} {status}" + (f" · {stage}" if stage else "")
+            self._progress.update(self._task, completed=pct, description=escape(desc))
+            return
+        key = (status, stage)
+        now = time.monotonic()
+        # CI logs: a line per change of state or stage, every 10 points, and a heartbeat each minute.
+        if key != self._last_key or pct - self._last_pct >= 10 or now - self._last_line >= 60:
+            self._line(f"{self.job_id} {status}" + (f" {stage}" if stage else "") + f" {pct:.0f}%")
+            self._last_key, self._last_pct, self._last_line = key, pct, now
+
+    def event(self, event: Event) -> None:
+        if event.get("kind") in ("log", "state", "metric") and event.get("message"):
+            self._line(f"  {event.get('message')}")
+
+    def retrying(self, exc: Exception, delay: float) -> None:
+        self._line(f"server not answering ({type(exc).__name__}: {str(exc)[:160]}); retrying in {delay:.0f}s")
+
+
+# ------------------------------------------------------------------ waiting and results
+
+
+def _wait_and_finish(
+    client: PrunekitClient,
+    job_id: str,
+    *,
+    timeout: float | None,
+    poll_interval: float,
+    max_outage: float,
+    out: Path | None,
+    junit: Path | None,
+    summary: Path | None,
+    json_out: bool,
+) -> NoReturn:
+    from prunekit.reporting.junit import render_junit_failure
+
+    try:
+        with _Watcher(job_id) as watcher:
+            job = client.wait(
+                job_id,
+                timeout=timeout,
+                poll_interval=poll_interval,
+                max_outage=max_outage,
+                on_update=watcher.update,
+                on_event=watcher.event,
+                on_retry=watcher.retrying,
+            )
+    except WaitTimeoutError as exc:
+        if junit is not None:
+            _write(junit, render_junit_failure(job_id, f"still running after {timeout:g} s", "timeout"))
+        last = exc.job or {"id": job_id, "status": "unknown"}
+        if json_out:
+            _emit_json({"job": last, "exit_code": int(ExitCode.WAIT_TIMEOUT), "files": {}})
+        _say(
+            f"job {job_id} not finished after {timeout:g} s (still {last.get('status')}); "
+            f"resume with: prunekit wait {job_id}"
+        )
+        raise typer.Exit(int(ExitCode.WAIT_TIMEOUT)) from None
+    except KeyboardInterrupt:
+        _say(
+            f"\nstopped waiting; the job keeps running. Resume: prunekit wait {job_id} · stop: prunekit cancel {job_id}"
+        )
+        raise typer.Exit(130) from None
+    _finish(client, job, out=out, junit=junit, summary=summary, json_out=json_out)
+
+
+def _write(path: Path, text: str, append: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a" if append else "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _finish(
+    client: PrunekitClient,
+    job: Job,
+    *,
+    out: Path | None,
+    junit: Path | None,
+    summary: Path | None,
+    json_out: bool,
+) -> NoReturn:
+    from prunekit.reporting.junit import render_junit, render_junit_failure
+    from prunekit.reporting.markdown import render_failure_markdown, render_markdown
+
+    job_id = job["id"]
+    files: dict[str, str] = {}
+    report: dict[str, Any] | None = None
+    if job.get("status") == "succeeded" and (junit or summary or out):
+        try:
+            report = client.get_report(job_id)
+        except (NotReadyError, NotFoundError) as exc:
+            _say(f"warning: job {job_id} has no report: {exc}")
+    if junit is not None:
+        if report is not None:
+            _write(junit, render_junit(report, job_id))
+        else:
+            error = job.get("error")
+            message = f"{error.get('code', '')}: {error.get('message', '')}" if error else _outcome_text(job)
+            _write(junit, render_junit_failure(job_id, message, str(job.get("status", "failed"))))
+        files["junit"] = str(junit)
+    if summary is not None:
+        # Appended: $GITHUB_STEP_SUMMARY collects what every step adds.
+        _write(
+            summary,
+            (render_markdown(report, job_id) if report is not None else render_failure_markdown(job)) + "\n",
+            append=True,
+        )
+        files["summary"] = str(summary)
+    if out is not None and job.get("status") == "succeeded":
+        out.mkdir(parents=True, exist_ok=True)
+        if report is not None:
+            (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+            files["report_json"] = str(out / "report.json")
+        with contextlib.suppress(NotReadyError, NotFoundError, ServerError):
+            (out / "report.html").write_text(client.get_report_html(job_id), encoding="utf-8")
+            files["report_html"] = str(out / "report.html")
+        if job.get("artifact"):
+            result = client.download_artifact(job_id, out, job=job)
+            files["artifact"] = str(result.path)
+            _say(f"artifact {result.path} ({human_bytes(result.size)}, sha256 {result.sha256[:16]}… verified)")
+    code = outcome_code(job)
+    _say(_outcome_text(job))
+    if json_out:
+        _emit_json({"job": job, "exit_code": int(code), "files": files})
+    else:
+        typer.echo(job.get("status", "unknown") + (" (gate missed)" if code == ExitCode.GATE_MISSED else ""))
+    raise typer.Exit(int(code))
+
+
+def _describe(job: Job) -> str:
+    lines = [
+        f"{job['id']}  {job.get('status', '?')}"
+        + ("  (gate missed)" if job.get("gate_status") == "gate_missed" else "")
+    ]
+    lines.append(f"  kind {job.get('kind', '?')} · queue {job.get('queue', '?')} · attempts {job.get('attempts', 0)}")
+    if job.get("status") in ("queued", "running"):
+        lines.append(f"  stage {job.get('stage') or '-'} · {float(job.get('percent') or 0):.0f}%")
+    for label, when in (
+        ("created", job.get("created_at")),
+        ("started", job.get("started_at")),
+        ("finished", job.get("finished_at")),
+    ):
+        if when:
+            lines.append(f"  {label:9s}{when}")
+    gates = job.get("gates") or []
+    if gates:
+        lines.append("  gates:")
+        for g in gates:
+            mark = "✓" if g.get("passed") else "✗"
+            name = str(g.get("name"))
+            reason = f" ({g.get('reason')})" if g.get("reason") else ""
+            lines.append(
+                f"    {mark} {name}: {gate_value(name, g.get('value'))} (required {gate_threshold(g)}){reason}"
+            )
+    artifact = job.get("artifact")
+    if artifact:
+        lines.append(
+            f"  artifact {artifact.get('name')} · {human_bytes(artifact.get('size'))} · sha256 {artifact.get('sha256')}"
+        )
+    error = job.get("error")
+    if error:
+        lines.append(f"  error {error.get('code')}: {error.get('message')}")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ commands
+
+
+def submit(
+    model: Annotated[
+        Path,
+        typer.Argument(
+            help="Model file (TorchScript, torch.export or state-dict).", exists=True, dir_okay=False, readable=True
+        ),
+    ],
+    spec: Annotated[
+        Path, typer.Option("--spec", "-s", help="Job spec (YAML or JSON).", exists=True, dir_okay=False, readable=True)
+    ],
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            "--data", "-d", help="Dataset file (npz or safetensors).", exists=True, dir_okay=False, readable=True
+        ),
+    ] = None,
+    wait: Annotated[bool, typer.Option("--wait", "-w", help="Wait for the job and exit with its outcome.")] = False,
+    out: OutDirOpt = None,
+    timeout: TimeoutOpt = None,
+    junit: JunitOpt = None,
+    summary: SummaryOpt = None,
+    webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed when the job ends.")] = None,
+    idempotency_key: Annotated[
+        str | None,
+        typer.Option(
+            "--idempotency-key", help="Reuse to make a re-run CI step return the same job instead of a new one."
+        ),
+    ] = None,
+    poll_interval: PollOpt = 2.0,
+    max_outage: MaxOutageOpt = 300.0,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload a model (and data), submit a job; with --wait, follow it and exit with its outcome."""
+    with _errors(json_out, server):
+        load_spec(spec)  # fail fast, with field paths, before uploading anything
+        spec_data = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
+        with _client(server, api_key, http_timeout) as client:
+            _say(f"uploading {model.name} ({human_bytes(model.stat().st_size)}) to {server}")
+            model_file = client.upload_file(model, kind="model")
+            data_id = None
+            if data is not None:
+                _say(f"uploading {data.name} ({human_bytes(data.stat().st_size)})")
+                data_id = client.upload_file(data, kind="data")["id"]
+            job = client.submit_job(spec_data, model_file["id"], data_id, webhook_url, idempotency_key)
+            _say(f"submitted {job['id']} ({job.get('status')}, queue {job.get('queue', '?')})")
+            if not (wait or out or junit or summary):
+                if json_out:
+                    _emit_json(job)
+                else:
+                    typer.echo(job["id"])
+                return
+            _wait_and_finish(
+                client,
+                job["id"],
+                timeout=timeout,
+                poll_interval=poll_interval,
+                max_outage=max_outage,
+                out=out,
+                junit=junit,
+                summary=summary,
+                json_out=json_out,
+            )
+
+
+def wait(
+    job_id: Annotated[str, typer.Argument(help="Job id (job_...).")],
+    out: OutDirOpt = None,
+    timeout: TimeoutOpt = None,
+    junit: JunitOpt = None,
+    summary: SummaryOpt = None,
+    poll_interval: PollOpt = 2.0,
+    max_outage: MaxOutageOpt = 300.0,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Wait for an existing job (again) and exit with its outcome."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        _wait_and_finish(
+            client,
+            job_id,
+            timeout=timeout,
+            poll_interval=poll_interval,
+            max_outage=max_outage,
+            out=out,
+            junit=junit,
+            summary=summary,
+            json_out=json_out,
+        )
+
+
+def status(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Show a job: status, stage, gates, artifact (exit 0 whatever its state; `wait` exits with the outcome)."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        job = client.get_job(job_id)
+        if json_out:
+            _emit_json(job)
+        else:
+            typer.echo(_describe(job))
+
+
+def list_jobs(
+    status_filter: Annotated[
+        str | None,
+        typer.Option("--status", help="Only jobs in this status (queued, running, succeeded, failed, canceled)."),
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.", min=1)] = 20,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """List your jobs, newest first."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        jobs: list[Job] = []
+        for job in client.iter_jobs(status=status_filter, page_size=min(limit, 100)):
+            jobs.append(job)
+            if len(jobs) >= limit:
+                break
+        if json_out:
+            _emit_json({"items": jobs})
+            return
+        if not jobs:
+            _say("no jobs")
+            return
+        for job in jobs:
+            progress = (
+                f"{job.get('stage') or '-'} {float(job.get('percent') or 0):.0f}%"
+                if job.get("status") not in TERMINAL_STATUSES
+                else ""
+            )
+            gate = {"passed": "gates passed", "gate_missed": "gate missed"}.get(str(job.get("gate_status")), "")
+            typer.echo(
+                f"{job['id']:<38} {job.get('status', '?'):<10} {job.get('kind', '?'):<12} "
+                f"{str(job.get('created_at', ''))[:19]:<20} {progress or gate}".rstrip()
+            )
+
+
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Cancel a queued or running job (a running one stops within seconds)."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        try:
+            job = client.cancel_job(job_id)
+        except ConflictError as exc:
+            _fail(ExitCode.INVALID_INPUT, f"cannot cancel {job_id}: {exc.detail or exc.code}", json_out)
+        _say(f"{job_id}: cancel requested ({job.get('status')})")
+        if json_out:
+            _emit_json(job)
+        else:
+            typer.echo(job.get("status", "?"))
+
+
+def download(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Directory to write the artifact into.")] = Path("."),
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Download a job's artifact, resuming an interrupted download, and verify its sha256."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        job = client.get_job(job_id)
+        if not job.get("artifact"):
+            _fail(ExitCode.INVALID_INPUT, f"{job_id} has no artifact (status {job.get('status')})", json_out)
+        result = client.download_artifact(job_id, out, job=job)
+        how = "already present" if result.skipped else ("resumed" if result.resumed else "downloaded")
+        _say(f"{how}: {result.path} ({human_bytes(result.size)}), sha256 verified")
+        if json_out:
+            _emit_json(
+                {"path": str(result.path), "sha256": result.sha256, "size": result.size, "resumed": result.resumed}
+            )
+        else:
+            typer.echo(str(result.path))
+
+
+def report(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="json, markdown, junit or html.")] = "json",
+    out: Annotated[Path | None, typer.Option("--out", "-o", help="Write to this file instead of stdout.")] = None,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+) -> None:
+    """Print or save a job's report as JSON, markdown, JUnit XML or self-contained HTML."""
+    fmt = fmt.lower()
+    if fmt not in ("json", "markdown", "md", "junit", "html"):
+        _fail(ExitCode.INVALID_INPUT, f"unknown --format {fmt!r}: use json, markdown, junit or html")
+    with _errors(False, server), _client(server, api_key, http_timeout) as client:
+        try:
+            if fmt == "html":
+                text = _report_html(client, job_id)
+            else:
+                data = client.get_report(job_id)
+                if fmt == "json":
+                    text = json.dumps(data, indent=2) + "\n"
+                elif fmt in ("markdown", "md"):
+                    from prunekit.reporting.markdown import render_markdown
+
+                    text = render_markdown(data, job_id) + "\n"
+                else:
+                    from prunekit.reporting.junit import render_junit
+
+                    text = render_junit(data, job_id)
+        except NotReadyError:
+            job = client.get_job(job_id)
+            _fail(ExitCode.INVALID_INPUT, f"{job_id} has no report yet (status {job.get('status')})")
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            _write(out, text)
+            _say(f"wrote {out}")
+
+
+def _report_html(client: PrunekitClient, job_id: str) -> str:
+    try:
+        return client.get_report_html(job_id)
+    except (NotFoundError, ServerError):
+        # An older server without report.html, or one that cannot render: render here from report.json.
+        from prunekit.reporting.html import render_report_html
+
+        return render_report_html(client.get_report(job_id), job_id)
+
+
+def register(app: typer.Typer) -> None:
+    """Attach the client subcommands to the main app."""
+    panel = "Server (client)"
+    app.command("submit", rich_help_panel=panel)(submit)
+    app.command("wait", rich_help_panel=panel)(wait)
+    app.command("status", rich_help_panel=panel)(status)
+    app.command("list", rich_help_panel=panel)(list_jobs)
+    app.command("cancel", rich_help_panel=panel)(cancel)
+    app.command("download", rich_help_panel=panel)(download)
+    app.command("report", rich_help_panel=panel)(report)

@@ -1,0 +1,58 @@
+"""Client library for a prunekit server; needs only httpx (no torch, no server stack)."""
+
+from prunekit.client.client import (
+    DEFAULT_SERVER,
+    ENV_API_KEY,
+    ENV_SERVER,
+    DownloadResult,
+    PrunekitClient,
+    RetryPolicy,
+    new_idempotency_key,
+)
+from prunekit.client.errors import (
+    ApiError,
+    AuthError,
+    ConflictError,
+    IdempotencyMismatchError,
+    IntegrityError,
+    NotFoundError,
+    NotReadyError,
+    PayloadTooLargeError,
+    PrunekitError,
+    RequestError,
+    ServerError,
+    UnreachableError,
+    ValidationError,
+    WaitTimeoutError,
+)
+from prunekit.client.types import TERMINAL_STATUSES, Event, EventPage, FileInfo, Job, JobPage
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "ENV_API_KEY",
+    "ENV_SERVER",
+    "TERMINAL_STATUSES",
+    "ApiError",
+    "AuthError",
+    "ConflictError",
+    "DownloadResult",
+    "Event",
+    "EventPage",
+    "FileInfo",
+    "IdempotencyMismatchError",
+    "IntegrityError",
+    "Job",
+    "JobPage",
+    "NotFoundError",
+    "NotReadyError",
+    "PayloadTooLargeError",
+    "PrunekitClient",
+    "PrunekitError",
+    "RequestError",
+    "RetryPolicy",
+    "ServerError",
+    "UnreachableError",
+    "ValidationError",
+    "WaitTimeoutError",
+    "new_idempotency_key",
+]

@@ -1,0 +1,124 @@
+"""Markdown summary of a report, sized for $GITHUB_STEP_SUMMARY and merge-request comments."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from prunekit.reporting.common import (
+    gate_threshold,
+    gate_title,
+    gate_value,
+    gates,
+    headline_rows,
+    method_summary,
+    ms,
+    notes,
+    num,
+    overall_status,
+    pct,
+    pp,
+    trials,
+)
+
+PASS, FAIL = "✅", "❌"
+MAX_TRIAL_ROWS = 50
+
+
+def _cell(value: object) -> str:
+    # A pipe or newline inside a cell would break the table.
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\r", " ").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[str]], align: list[str] | None = None) -> list[str]:
+    aligns = align or ["---"] * len(header)
+    lines = ["| " + " | ".join(_cell(h) for h in header) + " |", "|" + "|".join(aligns) + "|"]
+    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
+    return lines
+
+
+def render_markdown(report: Mapping[str, Any], job_id: str | None = None) -> str:
+    """Headline table (accuracy before/after on train and val, gap, sparsity, size, latency, speedup) and gates."""
+    status = overall_status(report)
+    badge = f"{PASS} passed" if status == "passed" else f"{FAIL} gate missed"
+    title = f"## prunekit {report.get('kind') or 'compress'}"
+    if job_id:
+        title += f" `{job_id}`"
+    lines = [f"{title}: {badge}", ""]
+    meta = [f"**Method:** {method_summary(report)}" if method_summary(report) else ""]
+    if report.get("input_format") or report.get("output_format"):
+        meta.append(f"**Format:** {report.get('input_format', '?')} → {report.get('output_format', '?')}")
+    if report.get("artifact_name"):
+        meta.append(f"**Artifact:** `{report['artifact_name']}`")
+    meta = [m for m in meta if m]
+    if meta:
+        lines += [" · ".join(meta), ""]
+
+    rows = [[r.label, r.before, r.after, r.change] for r in headline_rows(report)]
+    lines += _table(["Metric", "Before", "After", "Change"], rows, ["---", "--:", "--:", "--:"])
+    lines.append("")
+
+    gate_list = gates(report)
+    lines.append("### Gates")
+    lines.append("")
+    if gate_list:
+        gate_rows = []
+        for g in gate_list:
+            name = str(g.get("name", "?"))
+            result = PASS if g.get("passed") else FAIL
+            reason = str(g.get("reason") or "")
+            value = gate_value(name, g.get("value"))
+            gate_rows.append([f"{result} {gate_title(name)}", f"`{name}`", value, gate_threshold(g), reason])
+        lines += _table(["Gate", "Name", "Value", "Threshold", "Note"], gate_rows)
+    else:
+        lines.append("No gates were configured.")
+    lines.append("")
+
+    trial_list = trials(report)
+    if trial_list:
+        lines += [f"### Trials ({len(trial_list)})", ""]
+        trial_rows = []
+        for t in trial_list[:MAX_TRIAL_ROWS]:
+            trial_rows.append(
+                [
+                    ("★ " if t.get("pareto") else "") + str(t.get("name", "?")),
+                    pct(t.get("sparsity"), 1),
+                    pct(t.get("val_accuracy")),
+                    pp(t.get("gap")),
+                    pp(t.get("accuracy_drop")),
+                    ms(t.get("latency_ms")),
+                ]
+            )
+        lines += _table(
+            ["Trial", "Sparsity", "Val accuracy", "Gap", "Accuracy drop", "Latency"],
+            trial_rows,
+            ["---", "--:", "--:", "--:", "--:", "--:"],
+        )
+        if len(trial_list) > MAX_TRIAL_ROWS:
+            lines.append(f"\n… {len(trial_list) - MAX_TRIAL_ROWS} more trials in the full report.")
+        lines += ["", "★ = on the accuracy-vs-sparsity Pareto front.", ""]
+
+    note_list = notes(report)
+    if note_list:
+        lines += ["### Notes", ""]
+        lines += [f"- {n.replace(chr(10), ' ')}" for n in note_list]
+        lines.append("")
+    seconds = report.get("stage_seconds")
+    if isinstance(seconds, Mapping):
+        total = sum(v for v in (num(x) for x in seconds.values()) if v is not None)
+        if total:
+            lines += [f"<sub>Ran in {total:.1f} s · seed {report.get('seed', '?')}</sub>", ""]
+    return "\n".join(lines)
+
+
+def render_failure_markdown(job: Mapping[str, Any]) -> str:
+    """Summary for a job that ended without a report (failed or canceled)."""
+    status = str(job.get("status", "unknown"))
+    raw_error = job.get("error")
+    error: Mapping[str, Any] = raw_error if isinstance(raw_error, Mapping) else {}
+    lines = [f"## prunekit job `{job.get('id', '?')}`: {FAIL} {status}", ""]
+    if error:
+        lines += [f"**{_cell(error.get('code', 'error'))}:** {_cell(error.get('message', ''))}", ""]
+    if job.get("stage"):
+        lines += [f"Last stage: `{job.get('stage')}` ({num(job.get('percent')) or 0:.0f}%)", ""]
+    return "\n".join(lines)

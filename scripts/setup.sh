@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Create .venv with prunekit and everything its tests need. Idempotent; torch comes from pinned wheels.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3.11}
+command -v "$PY" >/dev/null || PY=python3
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.prunekit-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # torch/torchvision pinned in pyproject (==) so pip never resolves another build.
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  touch "$stamp"
+fi

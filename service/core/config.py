@@ -1,0 +1,113 @@
+"""All settings of the service and the workers, read once from `PRUNEKIT_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Defaults are the embedded single-machine setup: SQLite, filesystem broker, local storage."""
+
+    model_config = SettingsConfigDict(env_prefix="PRUNEKIT_", extra="ignore")
+
+    # Database: SQLite by default, PostgreSQL with postgresql+psycopg://...
+    database_url: str = "sqlite:///./var/prunekit.db"
+    migrate_on_start: bool = True
+
+    # Broker: "filesystem://" (embedded) or redis://host:6379/0
+    broker_url: str = "filesystem://"
+    broker_dir: Path = Path("./var/broker")
+    broker_key_prefix: str = Field(
+        default="", description="Prefix of every Redis key (isolates deployments on one Redis)."
+    )
+
+    # Storage
+    storage_backend: Literal["local", "s3"] = "local"
+    storage_dir: Path = Path("./var/storage")
+    s3_bucket: str | None = None
+    s3_prefix: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    s3_create_bucket: bool = False
+    s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
+
+    # Uploads
+    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    max_form_field_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    # Auth: "name:key,name2:key2"
+    api_keys: SecretStr | None = None
+    auth_disabled: bool = False
+
+    # Jobs and workers
+    default_queue: Literal["cpu", "gpu"] = "cpu"
+    job_soft_time_limit: int = Field(default=6 * 3600, ge=1, description="Seconds before a job is stopped and failed.")
+    job_time_limit: int = Field(default=6 * 3600 + 300, ge=1, description="Hard limit: the worker process is killed.")
+    max_attempts: int = Field(default=3, ge=1, description="Deliveries of one job (crashes included) before it fails.")
+    lease_seconds: float = Field(
+        default=60.0, gt=0, description="A running job whose lease is this old is presumed lost."
+    )
+    heartbeat_seconds: float = Field(
+        default=1.0, gt=0, description="How often a running job renews its lease and polls cancel."
+    )
+    sweep_interval: float = Field(default=5.0, gt=0, description="How often workers look for lost jobs to requeue.")
+    progress_interval: float = Field(
+        default=0.5, ge=0, description="Least seconds between two progress writes of one job."
+    )
+    engine_isolate: bool = True
+    work_dir: Path | None = None
+
+    # Webhooks
+    webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret, 'whsec_<base64>'.")
+    webhook_timeout: float = 5.0
+    webhook_max_attempts: int = Field(default=6, ge=1)
+    webhook_backoff_seconds: float = Field(default=2.0, gt=0)
+
+    # Embedded server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    log_level: str = "INFO"
+
+    @field_validator("webhook_allowed_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, v: object) -> object:
+        if isinstance(v, str):
+            return [h.strip().lower() for h in v.split(",") if h.strip()]
+        return v
+
+    @model_validator(mode="after")
+    def _limits(self) -> Settings:
+        if self.job_time_limit <= self.job_soft_time_limit:
+            raise ValueError("job_time_limit must be larger than job_soft_time_limit")
+        if self.storage_backend == "s3" and not self.s3_bucket:
+            raise ValueError("s3_bucket is required when storage_backend is 's3'")
+        return self
+
+    @property
+    def broker_is_filesystem(self) -> bool:
+        return self.broker_url.startswith("filesystem:")
+
+    @property
+    def visibility_timeout(self) -> int:
+        """Redis redelivers unacked messages after this; it must exceed the longest allowed job."""
+        return self.job_time_limit + 600
+
+    def parsed_api_keys(self) -> dict[str, str]:
+        """Map of key name to the raw key, from `api_keys`."""
+        if self.api_keys is None:
+            return {}
+        out: dict[str, str] = {}
+        for item in self.api_keys.get_secret_value().split(","):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, key = item.partition(":")
+            if not sep or not name.strip() or not key.strip():
+                raise ValueError("PRUNEKIT_API_KEYS must look like 'name:key,name2:key2'")
+            out[name.strip()] = key.strip()
+        return out

@@ -1,0 +1,151 @@
+"""The service's explicit error types and their one mapping to RFC 9457 problem responses."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_BASE = "https://prunekit.dev/problems/"
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+
+
+class ProblemError(Exception):
+    """Base of errors that become a problem response; subclasses fix status, code and title."""
+
+    status = 500
+    code = "internal"
+    title = "Internal server error"
+
+    def __init__(
+        self, detail: str, errors: list[dict[str, Any]] | None = None, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.errors = errors
+        self.headers = headers or {}
+
+
+class ValidationProblem(ProblemError):
+    status, code, title = 422, "validation_error", "The request is invalid"
+
+
+class NotFound(ProblemError):
+    status, code, title = 404, "not_found", "Not found"
+
+
+class Unauthorized(ProblemError):
+    status, code, title = 401, "unauthorized", "Authentication required"
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
+
+
+class PayloadTooLarge(ProblemError):
+    status, code, title = 413, "payload_too_large", "Payload too large"
+
+
+class Conflict(ProblemError):
+    status, code, title = 409, "conflict", "Conflict"
+
+
+class IdempotencyMismatch(ProblemError):
+    status, code, title = 422, "idempotency_mismatch", "Idempotency key reused with a different request"
+
+
+class NotReady(ProblemError):
+    status, code, title = 409, "not_ready", "Not available yet"
+
+
+class InvalidState(ProblemError):
+    status, code, title = 409, "invalid_state", "Not allowed in the job's current state"
+
+
+class UnsupportedMediaType(ProblemError):
+    status, code, title = 415, "unsupported_media_type", "Unsupported media type"
+
+
+class RangeNotSatisfiable(ProblemError):
+    status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"
+
+
+class NotImplementedProblem(ProblemError):
+    status, code, title = 501, "not_implemented", "Not available on this server"
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    errors: list[dict[str, Any]] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": request.url.path,
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_MEDIA_TYPE)
+
+
+_HTTP_CODES = {
+    400: ("bad_request", "Bad request"),
+    401: ("unauthorized", "Authentication required"),
+    404: ("not_found", "Not found"),
+    405: ("method_not_allowed", "Method not allowed"),
+    413: ("payload_too_large", "Payload too large"),
+    415: ("unsupported_media_type", "Unsupported media type"),
+}
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Register the mapping from exceptions to problem responses (the only place it happens)."""
+
+    async def on_problem(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ProblemError)
+        return problem_response(request, exc.status, exc.code, exc.title, exc.detail, exc.errors, exc.headers)
+
+    async def on_validation(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, RequestValidationError)
+        errors = [
+            # Drop FastAPI's "body"/"query" prefix so paths read like the request's own fields.
+            {"loc": ".".join(str(p) for p in err["loc"][1:]) or str(err["loc"][0]), "msg": err["msg"]}
+            for err in exc.errors()
+        ]
+        detail = "; ".join(f"{e['loc']}: {e['msg']}" for e in errors)
+        return problem_response(request, 422, "validation_error", "The request is invalid", detail, errors)
+
+    async def on_http(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        code, title = _HTTP_CODES.get(exc.status_code, ("http_error", "HTTP error"))
+        headers = dict(exc.headers) if exc.headers else None
+        return problem_response(request, exc.status_code, code, title, str(exc.detail), headers=headers)
+
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug, not a user error: log it with its traceback and say so plainly.
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return problem_response(
+            request,
+            500,
+            "internal",
+            "Internal server error",
+            f"unexpected {type(exc).__name__}; the server log has the details",
+        )
+
+    app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(RequestValidationError, on_validation)
+    app.add_exception_handler(StarletteHTTPException, on_http)
+    app.add_exception_handler(Exception, on_unexpected)

@@ -1,0 +1,1 @@
+"""Files domain of the service."""

@@ -1,0 +1,283 @@
+"""SQL for jobs and their events: the API's queries and the workers' conditional state changes.
+
+Every state change is one conditional UPDATE, so concurrent API calls, workers and sweepers
+cannot both win (a job never runs twice at once, a finished job is never overwritten).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from service.core.models import JobEvent, JobRecord, StageDuration
+
+
+def _rows(session: Session, stmt: Any) -> int:
+    result = session.execute(stmt.execution_options(synchronize_session=False))
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+# --- API side -------------------------------------------------------------------------------
+
+
+def insert_job(session: Session, job: JobRecord) -> JobRecord:
+    session.add(job)
+    session.flush()
+    return job
+
+
+def get_job(session: Session, job_id: str, owner: str) -> JobRecord | None:
+    return session.scalar(select(JobRecord).where(JobRecord.id == job_id, JobRecord.owner == owner))
+
+
+def get_job_any(session: Session, job_id: str) -> JobRecord | None:
+    return session.scalar(select(JobRecord).where(JobRecord.id == job_id))
+
+
+def find_by_idempotency_key(session: Session, owner: str, key: str) -> JobRecord | None:
+    return session.scalar(select(JobRecord).where(JobRecord.owner == owner, JobRecord.idempotency_key == key))
+
+
+def list_jobs(
+    session: Session, owner: str, status: str | None, limit: int, before_pk: int | None
+) -> Sequence[JobRecord]:
+    stmt = select(JobRecord).where(JobRecord.owner == owner)
+    if status is not None:
+        stmt = stmt.where(JobRecord.status == status)
+    if before_pk is not None:
+        stmt = stmt.where(JobRecord.pk < before_pk)
+    return session.scalars(stmt.order_by(JobRecord.pk.desc()).limit(limit)).all()
+
+
+def mark_enqueued(session: Session, job_id: str, now: datetime) -> bool:
+    """Take the right to send this job's message (only one sender wins)."""
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status == "queued", JobRecord.enqueued_at.is_(None))
+        .values(enqueued_at=now)
+    )
+    return _rows(session, stmt) == 1
+
+
+def unmark_enqueued(session: Session, job_id: str) -> None:
+    session.execute(update(JobRecord).where(JobRecord.id == job_id).values(enqueued_at=None))
+
+
+def cancel_queued(session: Session, job_id: str, now: datetime) -> bool:
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status == "queued")
+        .values(status="canceled", finished_at=now, updated_at=now, cancel_requested=True)
+    )
+    return _rows(session, stmt) == 1
+
+
+def request_cancel(session: Session, job_id: str, now: datetime) -> bool:
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status == "running")
+        .values(cancel_requested=True, updated_at=now)
+    )
+    return _rows(session, stmt) == 1
+
+
+def delete_job(session: Session, job: JobRecord) -> None:
+    session.execute(delete(JobEvent).where(JobEvent.job_id == job.id))
+    session.delete(job)
+
+
+def add_event(
+    session: Session,
+    job_id: str,
+    kind: str,
+    message: str = "",
+    *,
+    stage: str | None = None,
+    percent: float | None = None,
+    data: dict[str, Any] | None = None,
+    ts: datetime | None = None,
+) -> None:
+    ev = JobEvent(job_id=job_id, kind=kind, message=message, stage=stage, percent=percent, data=data or {})
+    if ts is not None:
+        ev.ts = ts
+    session.add(ev)
+
+
+def list_events(session: Session, job_id: str, after: int, limit: int) -> Sequence[JobEvent]:
+    stmt = select(JobEvent).where(JobEvent.job_id == job_id, JobEvent.seq > after).order_by(JobEvent.seq).limit(limit)
+    return session.scalars(stmt).all()
+
+
+def count_by_status(session: Session) -> list[tuple[str, str, int]]:
+    stmt = select(JobRecord.status, JobRecord.queue, func.count()).group_by(JobRecord.status, JobRecord.queue)
+    return [(s, q, int(n)) for s, q, n in session.execute(stmt).all()]
+
+
+def stage_duration_stats(session: Session) -> list[tuple[str, int, float]]:
+    stmt = select(StageDuration.stage, func.count(), func.sum(StageDuration.seconds)).group_by(StageDuration.stage)
+    return [(s, int(n), float(t or 0.0)) for s, n, t in session.execute(stmt).all()]
+
+
+# --- worker side ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LeaseInfo:
+    id: str
+    lease_token: str | None
+    attempts: int
+    cancel_requested: bool
+    queue: str
+
+
+def claim(session: Session, job_id: str, token: str, now: datetime, lease: timedelta, max_attempts: int) -> bool:
+    """Atomically take a queued job, or a running one whose lease has expired (its worker died)."""
+    stmt = (
+        update(JobRecord)
+        .where(
+            JobRecord.id == job_id,
+            or_(
+                JobRecord.status == "queued",
+                and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
+            ),
+            JobRecord.cancel_requested.is_(False),
+            JobRecord.attempts < max_attempts,
+        )
+        .values(
+            status="running",
+            attempts=JobRecord.attempts + 1,
+            lease_token=token,
+            lease_expires_at=now + lease,
+            stage=None,
+            percent=0.0,
+            updated_at=now,
+        )
+    )
+    if _rows(session, stmt) != 1:
+        return False
+    session.execute(
+        update(JobRecord).where(JobRecord.id == job_id, JobRecord.started_at.is_(None)).values(started_at=now)
+    )
+    return True
+
+
+def renew_lease(session: Session, job_id: str, token: str, until: datetime) -> bool | None:
+    """Extend our lease; returns whether cancel was requested, or None when the lease is no longer ours."""
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running")
+        .values(lease_expires_at=until)
+    )
+    if _rows(session, stmt) != 1:
+        return None
+    return bool(session.scalar(select(JobRecord.cancel_requested).where(JobRecord.id == job_id)))
+
+
+def set_progress(session: Session, job_id: str, token: str, stage: str | None, percent: float, now: datetime) -> bool:
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running")
+        .values(stage=stage, percent=percent, updated_at=now)
+    )
+    return _rows(session, stmt) == 1
+
+
+def finish(session: Session, job_id: str, token: str, status: str, now: datetime, **values: Any) -> bool:
+    """Move our running job to a terminal state; False if the lease was lost meanwhile."""
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running")
+        .values(status=status, finished_at=now, updated_at=now, lease_token=None, lease_expires_at=None, **values)
+    )
+    return _rows(session, stmt) == 1
+
+
+def fail_unclaimable(session: Session, job_id: str, now: datetime, code: str, message: str) -> bool:
+    """End a job nobody may run any more (attempts used up), unless someone finished it meanwhile."""
+    stmt = (
+        update(JobRecord)
+        .where(
+            JobRecord.id == job_id,
+            or_(
+                JobRecord.status == "queued",
+                and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
+            ),
+        )
+        .values(
+            status="failed",
+            finished_at=now,
+            updated_at=now,
+            lease_token=None,
+            lease_expires_at=None,
+            error_code=code,
+            error_message=message,
+        )
+    )
+    return _rows(session, stmt) == 1
+
+
+def cancel_unclaimable(session: Session, job_id: str, now: datetime) -> bool:
+    """End a cancel-requested job whose worker is gone (or that was never started)."""
+    stmt = (
+        update(JobRecord)
+        .where(
+            JobRecord.id == job_id,
+            JobRecord.cancel_requested.is_(True),
+            or_(
+                JobRecord.status == "queued",
+                and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
+            ),
+        )
+        .values(status="canceled", finished_at=now, updated_at=now, lease_token=None, lease_expires_at=None)
+    )
+    return _rows(session, stmt) == 1
+
+
+def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[LeaseInfo]:
+    stmt = (
+        select(JobRecord.id, JobRecord.lease_token, JobRecord.attempts, JobRecord.cancel_requested, JobRecord.queue)
+        .where(JobRecord.status == "running", JobRecord.lease_expires_at < now)
+        .limit(limit)
+    )
+    return [LeaseInfo(*row) for row in session.execute(stmt).all()]
+
+
+def requeue_expired(session: Session, job_id: str, token: str | None, now: datetime) -> bool:
+    """Put a job whose worker vanished back to queued (only the sweeper that wins sends it again)."""
+    stmt = (
+        update(JobRecord)
+        .where(
+            JobRecord.id == job_id,
+            JobRecord.status == "running",
+            JobRecord.lease_expires_at < now,
+            JobRecord.lease_token == token if token is not None else JobRecord.lease_token.is_(None),
+        )
+        .values(status="queued", lease_token=None, lease_expires_at=None, enqueued_at=None, updated_at=now)
+    )
+    return _rows(session, stmt) == 1
+
+
+def unsent_jobs(session: Session, older_than: datetime, limit: int = 100) -> list[tuple[str, str]]:
+    """Queued jobs whose message was never sent (broker down at submission, or requeued)."""
+    stmt = (
+        select(JobRecord.id, JobRecord.queue)
+        .where(JobRecord.status == "queued", JobRecord.enqueued_at.is_(None), JobRecord.updated_at < older_than)
+        .limit(limit)
+    )
+    return [(i, q) for i, q in session.execute(stmt).all()]
+
+
+def add_stage_durations(session: Session, job_id: str, seconds: dict[str, float]) -> None:
+    for stage, secs in seconds.items():
+        session.add(StageDuration(job_id=job_id, stage=stage[:32], seconds=float(secs)))
+
+
+def set_webhook_state(session: Session, job_id: str, state: str) -> None:
+    session.execute(update(JobRecord).where(JobRecord.id == job_id).values(webhook_state=state))

@@ -1,0 +1,289 @@
+"""HTTP routes of /v1/jobs: parse the request, authorize, hand over to the service module."""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Annotated, Any
+
+from anyio import to_thread
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import HTMLResponse, StreamingResponse
+from pydantic import ValidationError
+
+from service.core.deps import CurrentKey, OwnedJob, SessionDep, StateDep
+from service.core.errors import (
+    NotImplementedProblem,
+    NotReady,
+    PayloadTooLarge,
+    RangeNotSatisfiable,
+    UnsupportedMediaType,
+    ValidationProblem,
+)
+from service.core.multipart import MultipartForm, discard_files, receive_multipart
+from service.core.state import AppState
+from service.jobs import repository, service
+from service.jobs.schemas import EventList, EventOut, JobCreate, JobList, JobOut, JobStatus
+from service.storage import ObjectMissing
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
+
+_SUBMIT_DOC: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {"schema": JobCreate.model_json_schema()},
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "required": ["spec"],
+                    "properties": {
+                        "spec": {"type": "string", "description": "The JobSpec as JSON or YAML text."},
+                        "model": {"type": "string", "format": "binary"},
+                        "model_file_id": {"type": "string"},
+                        "data": {"type": "string", "format": "binary"},
+                        "data_file_id": {"type": "string"},
+                        "webhook_url": {"type": "string"},
+                    },
+                }
+            },
+        },
+    }
+}
+
+
+async def _json_submission(request: Request, state: AppState) -> service.Submission:
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > state.settings.max_form_field_bytes:
+            raise PayloadTooLarge(f"the JSON body is larger than {state.settings.max_form_field_bytes} bytes")
+    try:
+        raw = json.loads(body)
+    except ValueError as exc:
+        raise ValidationProblem(f"the body is not valid JSON: {exc}") from None
+    try:
+        req = JobCreate.model_validate(raw)
+    except ValidationError as exc:
+        errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
+        raise ValidationProblem("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors) from None
+    spec = service.parse_spec_or_422(req.spec)
+    return service.Submission(
+        spec=spec,
+        model_file_id=req.model_file_id,
+        data_file_id=req.data_file_id,
+        webhook_url=req.webhook_url,
+        request_hash=service.canonical_hash(req.model_dump(mode="json")),
+    )
+
+
+def _multipart_submission(form: MultipartForm) -> service.Submission:
+    if "spec" not in form.fields:
+        raise ValidationProblem("a 'spec' field is required", [{"loc": "spec", "msg": "field required"}])
+    for name in ("model", "data"):
+        if name in form.files and f"{name}_file_id" in form.fields:
+            raise ValidationProblem(
+                f"give either a '{name}' file or '{name}_file_id', not both",
+                [{"loc": name, "msg": f"conflicts with {name}_file_id"}],
+            )
+    if "model" not in form.files and "model_file_id" not in form.fields:
+        raise ValidationProblem("a 'model' file or 'model_file_id' is required", [{"loc": "model", "msg": "required"}])
+    spec = service.parse_spec_or_422(form.fields["spec"])
+    model, data = form.files.get("model"), form.files.get("data")
+    fingerprint = {
+        "spec": form.fields["spec"],
+        "model": model.sha256 if model else form.fields.get("model_file_id"),
+        "data": data.sha256 if data else form.fields.get("data_file_id"),
+        "webhook_url": form.fields.get("webhook_url"),
+    }
+    return service.Submission(
+        spec=spec,
+        model_file_id=form.fields.get("model_file_id"),
+        data_file_id=form.fields.get("data_file_id"),
+        webhook_url=form.fields.get("webhook_url") or None,
+        request_hash=service.canonical_hash(fingerprint),
+        inline_model=model,
+        inline_data=data,
+    )
+
+
+@router.post("", status_code=202, response_model=JobOut, openapi_extra=_SUBMIT_DOC)
+async def submit_job(
+    request: Request, response: Response, state: StateDep, key: CurrentKey, idempotency_key: IdempotencyKey = None
+) -> JobOut:
+    """Submit a job: JSON with file ids, or multipart with the model (and data) inline."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    form: MultipartForm | None = None
+    if ctype == "application/json":
+        sub = await _json_submission(request, state)
+    elif ctype == "multipart/form-data":
+        form = await receive_multipart(
+            request,
+            state.storage,
+            file_fields={"model", "data"},
+            text_fields={"spec", "model_file_id", "data_file_id", "webhook_url"},
+            max_file_bytes=state.settings.max_upload_bytes,
+            max_field_bytes=state.settings.max_form_field_bytes,
+        )
+        try:
+            sub = _multipart_submission(form)
+        except BaseException:
+            await discard_files(state.storage, form)
+            raise
+    else:
+        raise UnsupportedMediaType(f"send application/json or multipart/form-data, not '{ctype or 'nothing'}'")
+
+    def create() -> tuple[JobOut, bool]:
+        with state.db.sessionmaker() as session:
+            job, created = service.create_job(session, state.settings, key.name, sub, idempotency_key)
+            if created:
+                service.enqueue(session, state.broker, job)
+            return JobOut.of(job), created
+
+    try:
+        out, created = await to_thread.run_sync(create)
+    except BaseException:
+        if form is not None:
+            await discard_files(state.storage, form)
+        raise
+    if not created and form is not None:
+        await discard_files(state.storage, form)  # the earlier identical request already stored its own
+    response.headers["Location"] = out.links.self
+    return out
+
+
+@router.get("", response_model=JobList)
+def list_jobs(
+    session: SessionDep,
+    key: CurrentKey,
+    status: JobStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    cursor: str | None = None,
+) -> JobList:
+    """The caller's jobs, newest first."""
+    before = service.decode_cursor(cursor) if cursor else None
+    rows = repository.list_jobs(session, key.name, status, limit + 1, before)
+    items = [JobOut.of(j) for j in rows[:limit]]
+    next_cursor = service.encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None
+    return JobList(items=items, next_cursor=next_cursor)
+
+
+@router.get("/{job_id}", response_model=JobOut)
+def get_job(job: OwnedJob) -> JobOut:
+    """A job's status, progress, error and links."""
+    return JobOut.of(job)
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+def cancel_job(job: OwnedJob, session: SessionDep, state: StateDep) -> JobOut:
+    """Cancel: a queued job at once, a running one within seconds."""
+    return JobOut.of(service.cancel_job(session, state.broker, job))
+
+
+@router.delete("/{job_id}", status_code=204)
+def delete_job(job: OwnedJob, session: SessionDep, state: StateDep) -> Response:
+    """Remove a finished job, its artifact, report and inline uploads."""
+    service.delete_job(session, state.storage, job)
+    return Response(status_code=204)
+
+
+_RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
+
+
+def _parse_range(header: str, size: int) -> tuple[int, int] | None:
+    """One byte range as (start, end inclusive); None to serve the whole file."""
+    m = _RANGE_RE.match(header.strip())
+    if not m or (not m.group(1) and not m.group(2)):
+        return None  # multiple or malformed ranges: RFC 9110 lets us ignore Range
+    if not m.group(1):
+        length = int(m.group(2))
+        if length == 0:
+            raise RangeNotSatisfiable("empty suffix range", headers={"Content-Range": f"bytes */{size}"})
+        return max(size - length, 0), size - 1
+    start = int(m.group(1))
+    end = int(m.group(2)) if m.group(2) else size - 1
+    if start >= size or end < start:
+        raise RangeNotSatisfiable(f"range {header} outside 0-{size - 1}", headers={"Content-Range": f"bytes */{size}"})
+    return start, min(end, size - 1)
+
+
+@router.get("/{job_id}/artifact", responses={200: {"content": {"application/octet-stream": {}}}, 206: {}})
+def get_artifact(
+    job: OwnedJob,
+    state: StateDep,
+    range_header: Annotated[str | None, Header(alias="Range")] = None,
+    if_range: Annotated[str | None, Header(alias="If-Range")] = None,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Response:
+    """The pruned model, with a sha256 ETag and byte ranges."""
+    if job.status != "succeeded" or job.artifact_key is None:
+        raise NotReady(f"job {job.id} is {job.status}; its artifact exists once it has succeeded")
+    size = job.artifact_size or 0
+    etag = f'"{job.artifact_sha256}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": f'attachment; filename="{job.artifact_name}"',
+    }
+    if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
+        return Response(status_code=304, headers=headers)
+    rng = None
+    if range_header and (if_range is None or if_range.strip() == etag):
+        rng = _parse_range(range_header, size)
+    try:
+        if rng is None:
+            body = state.storage.iter_range(job.artifact_key)
+            return StreamingResponse(
+                body, media_type="application/octet-stream", headers={**headers, "Content-Length": str(size)}
+            )
+        start, end = rng
+        body = state.storage.iter_range(job.artifact_key, start, end)
+    except ObjectMissing:
+        raise NotReady(f"the artifact of job {job.id} is missing from storage") from None
+    headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)})
+    return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
+
+
+def _read_report(job: Any, state: AppState) -> dict[str, Any]:
+    if job.status != "succeeded" or job.report_key is None:
+        raise NotReady(f"job {job.id} is {job.status}; its report exists once it has succeeded")
+    try:
+        data = b"".join(state.storage.iter_range(job.report_key))
+    except ObjectMissing:
+        raise NotReady(f"the report of job {job.id} is missing from storage") from None
+    report: dict[str, Any] = json.loads(data)
+    return report
+
+
+@router.get("/{job_id}/report")
+def get_report(job: OwnedJob, state: StateDep) -> dict[str, Any]:
+    """The report JSON (see prunekit/spec/report.py)."""
+    return _read_report(job, state)
+
+
+@router.get("/{job_id}/report.html", response_class=HTMLResponse)
+def get_report_html(job: OwnedJob, state: StateDep) -> HTMLResponse:
+    """The report as one self-contained HTML page."""
+    report = _read_report(job, state)
+    try:
+        from prunekit.reporting.html import render_report_html
+    except ImportError:
+        if job.report_html_key is not None:
+            return HTMLResponse(b"".join(state.storage.iter_range(job.report_html_key)).decode("utf-8"))
+        raise NotImplementedProblem("this server has no HTML report renderer installed") from None
+    return HTMLResponse(render_report_html(report))
+
+
+@router.get("/{job_id}/events", response_model=EventList)
+def get_events(
+    job: OwnedJob,
+    session: SessionDep,
+    after: Annotated[int, Query(ge=0)] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 500,
+) -> EventList:
+    """Progress, log and per-epoch metric events after `after`."""
+    rows = repository.list_events(session, job.id, after, limit)
+    items = [EventOut.of(e) for e in rows]
+    return EventList(items=items, next_after=items[-1].seq if items else after)

@@ -1,0 +1,215 @@
+"""Decisions about jobs: validation, idempotency, queue choice, cancel and delete rules."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from prunekit.spec import JobSpec, SpecError, parse_spec
+from prunekit.spec.loading import parse_spec_text
+from service.core.broker import Broker
+from service.core.config import Settings
+from service.core.db import utcnow
+from service.core.errors import IdempotencyMismatch, InvalidState, ValidationProblem
+from service.core.ids import new_id
+from service.core.models import JobRecord
+from service.core.multipart import UploadedPart
+from service.files import repository as files_repo
+from service.files import service as files_service
+from service.jobs import repository
+from service.jobs.schemas import TERMINAL
+from service.storage import Storage
+from service.webhooks.policy import WebhookRefused, check_url
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Submission:
+    """One submission, whichever form it came in."""
+
+    spec: JobSpec
+    model_file_id: str | None
+    data_file_id: str | None
+    webhook_url: str | None
+    request_hash: str
+    inline_model: UploadedPart | None = None
+    inline_data: UploadedPart | None = None
+
+
+def canonical_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def parse_spec_or_422(data: dict[str, Any] | str) -> JobSpec:
+    try:
+        return parse_spec_text(data) if isinstance(data, str) else parse_spec(data)
+    except SpecError as exc:
+        errors = [{"loc": e["loc"], "msg": e["msg"]} for e in exc.errors] or [{"loc": "spec", "msg": str(exc)}]
+        raise ValidationProblem(str(exc), errors) from None
+
+
+def choose_queue(spec: JobSpec, settings: Settings) -> str:
+    if spec.queue != "auto":
+        return spec.queue
+    if spec.device == "cuda":
+        return "gpu"
+    return settings.default_queue
+
+
+def check_webhook(url: str | None, settings: Settings) -> None:
+    if url is None:
+        return
+    try:
+        check_url(url, settings)
+    except WebhookRefused as exc:
+        raise ValidationProblem(str(exc), [{"loc": "webhook_url", "msg": str(exc)}]) from None
+
+
+def _check_file(session: Session, owner: str, file_id: str | None, loc: str) -> None:
+    if file_id is not None and files_repo.get_file(session, file_id, owner) is None:
+        raise ValidationProblem(f"no file {file_id}", [{"loc": loc, "msg": "no such file"}])
+
+
+def _existing_for_key(session: Session, owner: str, key: str, request_hash: str) -> JobRecord | None:
+    job = repository.find_by_idempotency_key(session, owner, key)
+    if job is not None and job.request_hash != request_hash:
+        raise IdempotencyMismatch(f"Idempotency-Key '{key}' was used for a different request (job {job.id})")
+    return job
+
+
+def create_job(
+    session: Session, settings: Settings, owner: str, sub: Submission, idempotency_key: str | None
+) -> tuple[JobRecord, bool]:
+    """Store a new queued job (or return the one this idempotency key already made); True if new."""
+    if idempotency_key is not None:
+        existing = _existing_for_key(session, owner, idempotency_key, sub.request_hash)
+        if existing is not None:
+            return existing, False
+    _check_file(session, owner, sub.model_file_id, "model_file_id")
+    _check_file(session, owner, sub.data_file_id, "data_file_id")
+    check_webhook(sub.webhook_url, settings)
+
+    model_id = sub.model_file_id
+    data_id = sub.data_file_id
+    if sub.inline_model is not None:
+        model_id = files_service.record_upload(session, owner, sub.inline_model, "model", inline=True).id
+    if sub.inline_data is not None:
+        data_id = files_service.record_upload(session, owner, sub.inline_data, "data", inline=True).id
+    if model_id is None:
+        raise ValidationProblem("a model is required", [{"loc": "model_file_id", "msg": "field required"}])
+
+    now = utcnow()
+    job = JobRecord(
+        id=new_id("job"),
+        owner=owner,
+        status="queued",
+        percent=0.0,
+        kind=sub.spec.kind,
+        queue=choose_queue(sub.spec, settings),
+        spec=sub.spec.model_dump(mode="json"),
+        model_file_id=model_id,
+        data_file_id=data_id,
+        webhook_url=sub.webhook_url,
+        idempotency_key=idempotency_key,
+        request_hash=sub.request_hash,
+        created_at=now,
+        updated_at=now,
+        attempts=0,
+        gates=[],
+        cancel_requested=False,
+    )
+    try:
+        repository.insert_job(session, job)
+        repository.add_event(session, job.id, "state", "queued", ts=now)
+        session.commit()
+    except IntegrityError:
+        # A concurrent request with the same idempotency key won the insert.
+        session.rollback()
+        if idempotency_key is None:
+            raise
+        existing = _existing_for_key(session, owner, idempotency_key, sub.request_hash)
+        if existing is None:
+            raise
+        return existing, False
+    return job, True
+
+
+def enqueue(session: Session, broker: Broker, job: JobRecord) -> None:
+    """Send the job's message; if the broker is down the job stays queued and workers resend it later."""
+    if not repository.mark_enqueued(session, job.id, utcnow()):
+        return
+    session.commit()
+    try:
+        broker.send_job(job.id, job.queue)
+    except Exception:  # broker outage: the job is safe in the database and the sweeper resends it
+        log.exception("could not send job %s to the broker; it will be resent", job.id)
+        repository.unmark_enqueued(session, job.id)
+        session.commit()
+
+
+def cancel_job(session: Session, broker: Broker, job: JobRecord) -> JobRecord:
+    now = utcnow()
+    for _ in range(3):  # the job may move from queued to running between our two updates
+        if job.status in TERMINAL:
+            raise InvalidState(f"job {job.id} is already {job.status}")
+        if repository.cancel_queued(session, job.id, now):
+            repository.add_event(session, job.id, "state", "canceled before it started", ts=now)
+            session.commit()
+            if job.webhook_url:
+                send_webhook(session, broker, job)
+            break
+        if repository.request_cancel(session, job.id, now):
+            repository.add_event(session, job.id, "state", "cancel requested", ts=now)
+            session.commit()
+            break
+        session.refresh(job)
+    session.refresh(job)
+    return job
+
+
+def send_webhook(session: Session, broker: Broker, job: JobRecord) -> None:
+    repository.set_webhook_state(session, job.id, "pending")
+    session.commit()
+    try:
+        broker.send_webhook(job.id, job.queue)
+    except Exception:  # the job's state is already final; a lost notification is logged, not fatal
+        log.exception("could not enqueue the webhook of job %s", job.id)
+
+
+def delete_job(session: Session, storage: Storage, job: JobRecord) -> None:
+    if job.status not in TERMINAL:
+        raise InvalidState(f"job {job.id} is {job.status}; cancel it first, only finished jobs can be deleted")
+    storage.delete_prefix(f"jobs/{job.id}/")
+    for file_id in (job.model_file_id, job.data_file_id):
+        if file_id is None:
+            continue
+        rec = files_repo.get_file_any(session, file_id)
+        if rec is not None and rec.inline and not files_repo.referenced_elsewhere(session, file_id, job.id):
+            storage.delete(rec.storage_key)
+            files_repo.delete_file(session, rec)
+    repository.delete_job(session, job)
+    session.commit()
+
+
+def encode_cursor(pk: int) -> str:
+    return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> int:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = raw.partition(":")
+        if prefix != "pk":
+            raise ValueError(raw)
+        return int(value)
+    except (ValueError, binascii.Error, UnicodeDecodeError):
+        raise ValidationProblem("invalid cursor", [{"loc": "cursor", "msg": "invalid cursor"}]) from None

@@ -1,0 +1,1 @@
+"""Ops domain of the service."""

@@ -1,0 +1,66 @@
+"""The storage interface: objects addressed by server-made keys, written atomically."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+CHUNK = 1024 * 1024
+_KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_.\-]+)*$")
+
+
+class StorageError(Exception):
+    """A storage operation failed (missing object, backend error)."""
+
+
+class ObjectMissing(StorageError):
+    pass
+
+
+def check_key(key: str) -> str:
+    """Keys are built from server ids; refuse anything that could escape a prefix."""
+    if not _KEY_RE.match(key) or ".." in key.split("/"):
+        raise ValueError(f"invalid storage key {key!r}")
+    return key
+
+
+class ObjectWriter(Protocol):
+    """Streams one object; nothing is visible under its key before `commit`."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class Storage(Protocol):
+    """Where files, artifacts and reports live; the local directory or S3 implement it."""
+
+    def open_writer(self, key: str) -> ObjectWriter: ...
+
+    def put_file(self, key: str, path: Path) -> None:
+        """Upload a local file atomically."""
+
+    def get_file(self, key: str, dest: Path) -> None:
+        """Download an object to a local path."""
+
+    def size(self, key: str) -> int: ...
+
+    def iter_range(self, key: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes start..end (inclusive; None = to the end), in chunks."""
+        ...
+
+    def exists(self, key: str) -> bool: ...
+
+    def list(self, prefix: str) -> list[str]: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_prefix(self, prefix: str) -> None: ...
+
+    def check(self) -> bool:
+        """Readiness: the backend can be reached and written."""
+        ...

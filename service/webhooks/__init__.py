@@ -1,0 +1,1 @@
+"""Webhooks domain of the service."""

@@ -1,0 +1,510 @@
+"""A scriptable fake of the prunekit HTTP API over real HTTP (stdlib server on 127.0.0.1), for client tests.
+
+It implements the contract's shapes (docs/design/api-contract.md) closely enough to exercise the client:
+auth, problem+json errors, idempotent submits, job progress scripts, events, Range downloads, and
+injected faults (5xx, dropped connections, truncated bodies, server restarts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.parser import BytesParser
+from email.policy import default as email_policy
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from prunekit.client import RetryPolicy
+from prunekit.reporting.samples import compress_report
+
+GOOD_KEY = "good-key"
+FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)
+
+
+class SleepLog:
+    """Records the delays a client asked for, sleeping only briefly."""
+
+    def __init__(self) -> None:
+        self.delays: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        import time
+
+        self.delays.append(seconds)
+        time.sleep(min(seconds, 0.05))
+
+
+TERMINAL = {"succeeded", "failed", "canceled"}
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass
+class Fault:
+    method: str
+    path_re: str
+    times: int
+    action: str  # "status" | "drop" | "truncate"
+    status: int = 503
+    retry_after: str | None = None
+    truncate_at: int = 0
+
+
+@dataclass
+class Plan:
+    """What the next submitted job does: snapshots applied one per GET of the job."""
+
+    outcome: str = "succeeded"  # succeeded | gate_missed | failed | canceled | never
+    steps: int = 3
+    artifact: bytes = field(default_factory=lambda: b"pruned-model-bytes" * 5000)
+    artifact_name: str = "model.safetensors"
+    wrong_sha: bool = False
+
+
+class FakeApi:
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.keys = {GOOD_KEY}
+        self.requests: list[Recorded] = []
+        self.files: dict[str, dict[str, Any]] = {}
+        self.file_bytes: dict[str, bytes] = {}
+        self.jobs: dict[str, dict[str, Any]] = {}
+        self.order: list[str] = []
+        self.scripts: dict[str, list[dict[str, Any]]] = {}
+        self.artifacts: dict[str, bytes] = {}
+        self.reports: dict[str, dict[str, Any]] = {}
+        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.idem: dict[str, tuple[str, str]] = {}
+        self.faults: list[Fault] = []
+        self.plan = Plan()
+        self.ignore_range = False
+        self.base_url = ""
+
+    # -------------------------------------------------------------- test helpers
+
+    def fail(
+        self,
+        method: str,
+        path_re: str,
+        times: int = 1,
+        action: str = "status",
+        status: int = 503,
+        retry_after: str | None = None,
+        truncate_at: int = 0,
+    ) -> None:
+        self.faults.append(Fault(method, path_re, times, action, status, retry_after, truncate_at))
+
+    def calls(self, method: str, path_re: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and re.fullmatch(path_re, r.path)]
+
+    def add_job(self, plan: Plan | None = None, job_id: str | None = None) -> str:
+        """Create a job directly (as if submitted earlier)."""
+        return self._create_job({"version": 1}, "fil_x", None, plan or self.plan, job_id)
+
+    # -------------------------------------------------------------- model
+
+    def _links(self, job_id: str, done: bool) -> dict[str, Any]:
+        base = f"{self.base_url}/v1/jobs/{job_id}"
+        return {
+            "self": base,
+            "artifact": f"{base}/artifact" if done else None,
+            "report": f"{base}/report" if done else None,
+            "report_html": f"{base}/report.html" if done else None,
+            "events": f"{base}/events",
+            "cancel": f"{base}/cancel",
+        }
+
+    def _create_job(
+        self, spec: dict[str, Any], model_id: str, data_id: str | None, plan: Plan, job_id: str | None = None
+    ) -> str:
+        job_id = job_id or f"job_{uuid.uuid4().hex[:16]}"
+        job = {
+            "id": job_id,
+            "status": "queued",
+            "stage": None,
+            "percent": 0.0,
+            "kind": spec.get("kind", "compress"),
+            "queue": "cpu",
+            "created_at": _now(),
+            "started_at": None,
+            "finished_at": None,
+            "updated_at": _now(),
+            "attempts": 0,
+            "error": None,
+            "gate_status": None,
+            "gates": [],
+            "model_file_id": model_id,
+            "data_file_id": data_id,
+            "spec": spec,
+            "artifact": None,
+            "links": self._links(job_id, False),
+        }
+        stages = ["load", "baseline", "prune", "finetune", "evaluate", "save", "report"]
+        script: list[dict[str, Any]] = []
+        for i in range(plan.steps):
+            stage = stages[min(i * len(stages) // max(plan.steps, 1), len(stages) - 1)]
+            script.append({"status": "running", "stage": stage, "percent": round(100 * i / plan.steps, 1)})
+        final: dict[str, Any] = {"finished_at": _now()}
+        if plan.outcome in ("succeeded", "gate_missed"):
+            report = compress_report(gate_missed=plan.outcome == "gate_missed")
+            self.reports[job_id] = report
+            self.artifacts[job_id] = plan.artifact
+            sha = hashlib.sha256(plan.artifact).hexdigest()
+            if plan.wrong_sha:
+                sha = hashlib.sha256(b"something else").hexdigest()
+            final.update(
+                status="succeeded",
+                stage="report",
+                percent=100.0,
+                gate_status=report["status"],
+                gates=report["gates"],
+                artifact={"name": plan.artifact_name, "size": len(plan.artifact), "sha256": sha},
+                links=self._links(job_id, True),
+            )
+        elif plan.outcome == "failed":
+            final.update(status="failed", error={"code": "invalid_model", "message": "not a TorchScript archive"})
+        elif plan.outcome == "canceled":
+            final.update(status="canceled")
+        if plan.outcome != "never":
+            script.append(final)
+        self.jobs[job_id] = job
+        self.order.insert(0, job_id)
+        self.scripts[job_id] = script
+        self.events[job_id] = []
+        return job_id
+
+    def _advance(self, job_id: str) -> dict[str, Any]:
+        job = self.jobs[job_id]
+        script = self.scripts.get(job_id) or []
+        if script and job["status"] not in TERMINAL:
+            snap = script.pop(0)
+            job.update(snap)
+            job["updated_at"] = _now()
+            if snap.get("status") == "running" and not job["started_at"]:
+                job["started_at"] = _now()
+            evs = self.events[job_id]
+            msg = f"{job['status']} {job.get('stage') or ''}".strip()
+            evs.append(
+                {
+                    "seq": len(evs) + 1,
+                    "ts": _now(),
+                    "kind": "log",
+                    "stage": job.get("stage"),
+                    "percent": job.get("percent"),
+                    "message": msg,
+                    "data": {},
+                }
+            )
+        return job
+
+
+def _problem(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "type": f"https://prunekit.dev/problems/{code}",
+        "title": code.replace("_", " "),
+        "status": status,
+        "detail": detail,
+        "code": code,
+        "instance": "/",
+    }
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
+def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
+            pass
+
+        def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            ctype = "application/problem+json" if status >= 400 else "application/json"
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                self.send_header(k, v)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _handle(self, method: str) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            rec = Recorded(method, parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
+            with api.lock:
+                api.requests.append(rec)
+                fault = next(
+                    (
+                        f
+                        for f in api.faults
+                        if f.times > 0 and f.method == method and re.fullmatch(f.path_re, parts.path)
+                    ),
+                    None,
+                )
+                if fault is not None:
+                    fault.times -= 1
+            if fault is not None and fault.action == "drop":
+                self.close_connection = True
+                self.connection.close()
+                return
+            if fault is not None and fault.action == "status":
+                headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
+                self._send_json(fault.status, _problem(fault.status, "internal", "injected fault"), headers)
+                return
+            if parts.path == "/livez":
+                self._send_json(200, {"status": "ok"})
+                return
+            auth = self.headers.get("Authorization", "")
+            if not auth.startswith("Bearer ") or auth[7:] not in api.keys:
+                self._send_json(
+                    401, _problem(401, "unauthorized", "missing or invalid API key"), {"WWW-Authenticate": "Bearer"}
+                )
+                return
+            with api.lock:
+                self._route(method, parts.path, parse_qs(parts.query), body, fault)
+
+        def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes, fault: Fault | None) -> None:
+            m = re.fullmatch(r"/v1/jobs/([^/]+)(/[a-z.]+)?", path)
+            if method == "POST" and path == "/v1/files":
+                self._upload(body)
+            elif method == "GET" and (fm := re.fullmatch(r"/v1/files/([^/]+)", path)):
+                info = api.files.get(fm.group(1))
+                if info is None:
+                    self._send_json(404, _problem(404, "not_found", "no such file"))
+                else:
+                    self._send_json(200, info)
+            elif method == "POST" and path == "/v1/jobs":
+                self._submit(body)
+            elif method == "GET" and path == "/v1/jobs":
+                self._list(query)
+            elif m is not None:
+                job_id, sub = m.group(1), m.group(2) or ""
+                if job_id not in api.jobs:
+                    self._send_json(404, _problem(404, "not_found", f"no job {job_id}"))
+                    return
+                self._job(method, job_id, sub, query, fault)
+            else:
+                self._send_json(404, _problem(404, "not_found", "no such route"))
+
+        def _upload(self, body: bytes) -> None:
+            ctype = self.headers.get("Content-Type", "")
+            msg = BytesParser(policy=email_policy).parsebytes(
+                f"Content-Type: {ctype}\r\nMIME-Version: 1.0\r\n\r\n".encode() + body
+            )
+            data, name, kind = None, "upload", "model"
+            for part in msg.iter_parts():
+                field_name = part.get_param("name", header="content-disposition")
+                if field_name == "file":
+                    data = part.get_payload(decode=True)
+                    name = part.get_filename() or name
+                elif field_name == "kind":
+                    kind = part.get_content().strip()
+            if data is None:
+                self._send_json(422, _problem(422, "validation_error", "no file", [{"loc": "file", "msg": "required"}]))
+                return
+            file_id = f"fil_{uuid.uuid4().hex[:16]}"
+            info = {
+                "id": file_id,
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "size": len(data),
+                "name": name,
+                "kind": kind,
+                "created_at": _now(),
+            }
+            api.files[file_id] = info
+            api.file_bytes[file_id] = data
+            self._send_json(201, info)
+
+        def _submit(self, body: bytes) -> None:
+            try:
+                payload = json.loads(body)
+            except ValueError:
+                self._send_json(422, _problem(422, "validation_error", "body is not JSON"))
+                return
+            spec = payload.get("spec")
+            if not isinstance(spec, dict):
+                self._send_json(
+                    422, _problem(422, "validation_error", "bad spec", [{"loc": "spec", "msg": "required"}])
+                )
+                return
+            sparsity = (spec.get("pruning") or {}).get("sparsity")
+            if isinstance(sparsity, int | float) and sparsity >= 1:
+                self._send_json(
+                    422,
+                    _problem(
+                        422,
+                        "validation_error",
+                        "invalid spec",
+                        [{"loc": "pruning.sparsity", "msg": "Input should be less than 1"}],
+                    ),
+                )
+                return
+            if payload.get("model_file_id") not in api.files:
+                self._send_json(
+                    422,
+                    _problem(
+                        422, "validation_error", "unknown model file", [{"loc": "model_file_id", "msg": "no such file"}]
+                    ),
+                )
+                return
+            key = self.headers.get("Idempotency-Key")
+            digest = hashlib.sha256(body).hexdigest()
+            if key and key in api.idem:
+                seen_digest, job_id = api.idem[key]
+                if seen_digest != digest:
+                    self._send_json(422, _problem(422, "idempotency_mismatch", "key reused with another body"))
+                    return
+            else:
+                job_id = api._create_job(spec, payload["model_file_id"], payload.get("data_file_id"), api.plan)
+                if key:
+                    api.idem[key] = (digest, job_id)
+            self._send_json(202, api.jobs[job_id], {"Location": f"/v1/jobs/{job_id}"})
+
+        def _list(self, query: dict[str, list[str]]) -> None:
+            status = (query.get("status") or [None])[0]
+            limit = int((query.get("limit") or ["50"])[0])
+            start = int((query.get("cursor") or ["0"])[0])
+            ids = [j for j in api.order if status is None or api.jobs[j]["status"] == status]
+            page = ids[start : start + limit]
+            nxt = str(start + limit) if start + limit < len(ids) else None
+            self._send_json(200, {"items": [api.jobs[j] for j in page], "next_cursor": nxt})
+
+        def _job(self, method: str, job_id: str, sub: str, query: dict[str, list[str]], fault: Fault | None) -> None:
+            job = api.jobs[job_id]
+            if method == "GET" and sub == "":
+                self._send_json(200, api._advance(job_id))
+            elif method == "POST" and sub == "/cancel":
+                if job["status"] in TERMINAL:
+                    self._send_json(409, _problem(409, "invalid_state", f"job is {job['status']}"))
+                    return
+                job.update(status="canceled", finished_at=_now())
+                api.scripts[job_id] = []
+                self._send_json(202, job)
+            elif method == "DELETE" and sub == "":
+                if job["status"] not in TERMINAL:
+                    self._send_json(409, _problem(409, "invalid_state", "job is not finished"))
+                    return
+                del api.jobs[job_id]
+                api.order.remove(job_id)
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+            elif method == "GET" and sub == "/events":
+                after = int((query.get("after") or ["0"])[0])
+                items = [e for e in api.events[job_id] if e["seq"] > after]
+                self._send_json(200, {"items": items, "next_after": items[-1]["seq"] if items else after})
+            elif method == "GET" and sub == "/report":
+                if job_id not in api.reports or job["status"] != "succeeded":
+                    self._send_json(409, _problem(409, "not_ready", "no report yet"))
+                    return
+                self._send_json(200, api.reports[job_id])
+            elif method == "GET" and sub == "/report.html":
+                if job_id not in api.reports or job["status"] != "succeeded":
+                    self._send_json(409, _problem(409, "not_ready", "no report yet"))
+                    return
+                data = f"<!DOCTYPE html><html><body><h1>report {job_id}</h1></body></html>".encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            elif method == "GET" and sub == "/artifact":
+                self._artifact(job_id, fault)
+            else:
+                self._send_json(404, _problem(404, "not_found", "no such route"))
+
+        def _artifact(self, job_id: str, fault: Fault | None) -> None:
+            data = api.artifacts.get(job_id)
+            if data is None or api.jobs[job_id]["status"] != "succeeded":
+                self._send_json(409, _problem(409, "not_ready", "no artifact yet"))
+                return
+            etag = f'"{hashlib.sha256(data).hexdigest()}"'
+            start = 0
+            rng = self.headers.get("Range")
+            if_range = self.headers.get("If-Range")
+            partial = bool(rng) and not api.ignore_range and (if_range is None or if_range == etag)
+            if partial:
+                m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+                start = int(m.group(1)) if m else 0
+                if start >= len(data):
+                    self._send_json(
+                        416,
+                        _problem(416, "range_not_satisfiable", "bad range"),
+                        {"Content-Range": f"bytes */{len(data)}"},
+                    )
+                    return
+            chunk = data[start:]
+            self.send_response(206 if partial else 200)
+            self.send_header("Content-Type", "application/octet-stream")
+            self.send_header("Content-Length", str(len(chunk)))
+            self.send_header("ETag", etag)
+            self.send_header("Accept-Ranges", "bytes")
+            self.send_header("Content-Disposition", 'attachment; filename="model.safetensors"')
+            if partial:
+                self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+            self.end_headers()
+            if fault is not None and fault.action == "truncate":
+                self.wfile.write(chunk[: fault.truncate_at])
+                self.wfile.flush()
+                self.close_connection = True
+                self.connection.shutdown(2)
+                return
+            self.wfile.write(chunk)
+
+        def do_GET(self) -> None:
+            self._handle("GET")
+
+        def do_POST(self) -> None:
+            self._handle("POST")
+
+        def do_DELETE(self) -> None:
+            self._handle("DELETE")
+
+    return Handler
+
+
+class FakeServer:
+    """Runs FakeApi on 127.0.0.1 in a thread; stop() and start() keep the port (an API restart)."""
+
+    def __init__(self, api: FakeApi | None = None) -> None:
+        self.api = api or FakeApi()
+        self.port = 0
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), make_handler(self.api))
+        self._httpd.daemon_threads = True
+        self.port = self._httpd.server_address[1]
+        self.api.base_url = self.url
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._httpd is not None:
+            self._httpd.shutdown()
+            self._httpd.server_close()
+            self._httpd = None

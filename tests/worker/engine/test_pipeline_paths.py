@@ -1,0 +1,103 @@
+"""Compress jobs without data, with unlabelled data, with gates missed, with bad overrides; all in-process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from prunekit.spec import JobSpec
+from worker.engine.api import JobInputs, run_job
+from worker.engine.errors import InvalidSpecError, UnsafeModelError
+
+
+def _spec(**overrides: object) -> JobSpec:
+    base: dict[str, object] = {
+        "model": {"architecture": "prunekit/digits_cnn"},
+        "pruning": {"method": "magnitude", "sparsity": 0.7},
+        "finetune": {"epochs": 1, "batch_size": 128},
+        "evaluation": {"latency": {"repeats": 3, "warmup": 1}},
+    }
+    base.update(overrides)
+    return JobSpec.model_validate(base)
+
+
+def test_without_data_prunes_only_and_says_so(torchscript_model: Path, tmp_path: Path) -> None:
+    spec = _spec(model={"input_shape": [1, 8, 8]})
+    report = run_job(JobInputs(torchscript_model, spec), tmp_path, isolate=False).report
+    assert report.before is None and report.after is None and report.accuracy_drop is None
+    assert any("accuracy was not measured" in n for n in report.notes)
+    assert report.history == []
+    assert abs(report.sparsity.global_sparsity - 0.7) < 0.005
+
+
+def test_without_data_or_input_shape_is_an_actionable_error(torchscript_model: Path, tmp_path: Path) -> None:
+    with pytest.raises(InvalidSpecError, match="input_shape is required"):
+        run_job(JobInputs(torchscript_model, _spec()), tmp_path, isolate=False)
+
+
+def test_unlabelled_data_measures_fidelity_and_distills(
+    torchscript_model: Path, digits_unlabelled_npz: Path, tmp_path: Path
+) -> None:
+    report = run_job(JobInputs(torchscript_model, _spec(), digits_unlabelled_npz), tmp_path, isolate=False).report
+    assert report.before is None and report.fidelity is not None
+    assert 0.5 < report.fidelity.top1_agreement <= 1.0 and report.fidelity.kl_divergence >= 0
+    assert any("distillation" in n for n in report.notes)
+    assert report.history and report.history[0].train_accuracy is None
+
+
+def test_gate_missed_is_reported_not_raised(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    spec = _spec(gates={"min_sparsity": 0.95, "max_accuracy_drop": 0.5})
+    report = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False).report
+    gates = {g.name: g for g in report.gates}
+    assert report.status == "gate_missed"
+    assert not gates["min_sparsity"].passed and gates["max_accuracy_drop"].passed
+
+
+def test_override_matching_nothing(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    spec = _spec(pruning={"method": "magnitude", "sparsity": 0.5, "overrides": {"no.such.layer": 0.3}})
+    with pytest.raises(InvalidSpecError, match=r"no\.such\.layer"):
+        run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False)
+
+
+def test_overrides_and_layerwise(state_dict_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    pruning = {"method": "magnitude", "scope": "layerwise", "sparsity": 0.5, "overrides": {"features.0": 0.25}}
+    report = run_job(JobInputs(state_dict_model, _spec(pruning=pruning), digits_npz), tmp_path, isolate=False).report
+    layers = {layer.name: layer for layer in report.sparsity.layers}
+    assert layers["features.0.weight"].sparsity == pytest.approx(0.25, abs=0.01)
+    assert layers["features.3.weight"].sparsity == pytest.approx(0.5, abs=0.01)
+
+
+def test_deterministic_on_cpu(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    spec = _spec(finetune={"epochs": 2, "batch_size": 128})
+    a = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path / "a", isolate=False).report
+    b = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path / "b", isolate=False).report
+    assert [h.train_loss for h in a.history] == [h.train_loss for h in b.history]
+    assert a.after is not None and b.after is not None and a.after.val.accuracy == b.after.val.accuracy
+
+
+def test_malicious_pickle_fails_in_the_sandbox_and_runs_nothing(tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self) -> tuple[object, tuple[str]]:
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    model = tmp_path / "model.pt"
+    torch.save({"weight": Evil()}, model)
+    spec = _spec(model={"architecture": "prunekit/digits_cnn", "input_shape": [1, 8, 8]})
+    with pytest.raises(UnsafeModelError, match="nothing was run|refused"):
+        run_job(JobInputs(model, spec), tmp_path / "out")
+    assert not marker.exists()
+
+
+def test_gradual_schedule_reaches_target(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    pruning = {"method": "magnitude", "sparsity": 0.8, "schedule": {"kind": "gradual", "end_epoch": 2, "frequency": 2}}
+    spec = _spec(pruning=pruning, finetune={"epochs": 3, "batch_size": 128})
+    report = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False).report
+    levels = [h.sparsity for h in report.history]
+    assert levels == sorted(levels) and levels[0] < 0.8
+    assert levels[-1] == pytest.approx(0.8) and abs(report.sparsity.global_sparsity - 0.8) < 0.005

@@ -1,0 +1,1 @@
+"""Analysis job kinds: per-layer sensitivity, sweeps over pruning x regularization, accuracy-aware search."""

@@ -1,0 +1,94 @@
+"""Built-in architectures of the `prunekit` namespace (entry point `prunekit.architectures:prunekit`).
+
+Small on purpose: they make examples, tests and benchmarks run in seconds on a CPU. Both are scriptable
+(torch.jit.script) and exportable (torch.export).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+__all__ = ["ARCHITECTURES", "DigitsCNN", "TinyResNet"]
+
+
+class DigitsCNN(nn.Module):
+    """A two-conv CNN for 1x8x8 inputs (sklearn's digits); `features` then `classifier`."""
+
+    def __init__(self, num_classes: int = 10, width: int = 16) -> None:
+        super().__init__()
+        if num_classes < 1 or width < 1:
+            raise ValueError("num_classes and width must be positive")
+        self.features = nn.Sequential(
+            nn.Conv2d(1, width, 3, padding=1),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 3, padding=1),
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        self.classifier = nn.Sequential(
+            nn.Flatten(),
+            nn.Linear(2 * width * 4 * 4, 64),
+            nn.ReLU(),
+            nn.Dropout(0.1),
+            nn.Linear(64, num_classes),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class _ResidualBlock(nn.Module):
+    """Two 3x3 conv+BN with an identity skip: the channel counts of both convs are coupled by the add."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.relu = nn.ReLU()
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + x)
+
+
+class TinyResNet(nn.Module):
+    """Stem, one residual block, one depthwise-separable block, global pooling, linear head."""
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, width: int = 16) -> None:
+        super().__init__()
+        if num_classes < 1 or in_channels < 1 or width < 1:
+            raise ValueError("num_classes, in_channels and width must be positive")
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, width, 3, padding=1, bias=False),
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+        )
+        self.block = _ResidualBlock(width)
+        self.separable = nn.Sequential(
+            nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False),  # depthwise
+            nn.BatchNorm2d(width),
+            nn.ReLU(),
+            nn.Conv2d(width, 2 * width, 1, bias=False),  # pointwise
+            nn.BatchNorm2d(2 * width),
+            nn.ReLU(),
+        )
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(2 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.separable(self.block(self.stem(x)))
+        return self.fc(torch.flatten(self.pool(x), 1))
+
+
+ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
+    "digits_cnn": DigitsCNN,
+    "tiny_resnet": TinyResNet,
+}

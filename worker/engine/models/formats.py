@@ -1,0 +1,117 @@
+"""Model format detection from the file's content (magic bytes, zip entries), never from its name."""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from worker.engine.errors import InvalidModelError
+
+__all__ = ["Container", "DetectedFormat", "ModelFormat", "detect_format", "zip_entries"]
+
+ModelFormat = Literal["torchscript", "export", "state_dict"]
+Container = Literal["safetensors", "torch.save zip", "torch.save legacy", "torchscript zip", "pt2 zip"]
+
+# A safetensors header above this is not a model header but garbage (the format caps it at 100 MB too).
+_MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+_EXPECTED = (
+    "expected a TorchScript file (torch.jit.save), a torch.export program (torch.export.save, .pt2), "
+    "a state_dict saved with torch.save, or a .safetensors file"
+)
+
+
+@dataclass(frozen=True)
+class DetectedFormat:
+    format: ModelFormat
+    container: Container
+    # Zip entries with the archive's top-level folder stripped ("data.pkl", "code/...", "models/model.json").
+    entries: tuple[str, ...] = field(default=(), repr=False)
+    archive_prefix: str = ""
+
+
+def _human_bytes(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def zip_entries(zf: zipfile.ZipFile) -> tuple[str, list[str]]:
+    """The archive's top-level folder (torch writes every entry under one) and the entries relative to it."""
+    names = zf.namelist()
+    prefixes = {n.split("/", 1)[0] for n in names if "/" in n}
+    if len(prefixes) == 1 and all("/" in n for n in names):
+        prefix = prefixes.pop()
+        return prefix, [n.split("/", 1)[1] for n in names]
+    return "", names
+
+
+def _classify_zip(path: Path, size: int) -> DetectedFormat:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            prefix, entries = zip_entries(zf)
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise InvalidModelError(
+            f"the file starts like a zip archive (as torch.save, torch.jit.save and torch.export.save write them) "
+            f"but it is truncated or corrupt ({exc}; {_human_bytes(size)} received): upload the complete file again"
+        ) from exc
+    names = set(entries)
+    if "constants.pkl" in names or any(e.startswith("code/") for e in entries):
+        if "data.pkl" not in names:
+            raise InvalidModelError("the zip looks like TorchScript (code/, constants.pkl) but has no data.pkl")
+        return DetectedFormat("torchscript", "torchscript zip", tuple(entries), prefix)
+    if "archive_format" in names or any(e.startswith("models/") and e.endswith(".json") for e in entries):
+        return DetectedFormat("export", "pt2 zip", tuple(entries), prefix)
+    if "data.pkl" in names:
+        return DetectedFormat("state_dict", "torch.save zip", tuple(entries), prefix)
+    shown = ", ".join(sorted(entries)[:6])
+    raise InvalidModelError(f"not a recognized model format: a zip archive with entries {shown} ...; {_EXPECTED}")
+
+
+def _is_safetensors(head: bytes, size: int, path: Path) -> bool:
+    if len(head) < 9:
+        return False
+    (n,) = struct.unpack("<Q", head[:8])
+    if n < 2 or n > min(size - 8, _MAX_SAFETENSORS_HEADER) or head[8:9] != b"{":
+        return False
+    with open(path, "rb") as fh:
+        fh.seek(8)
+        raw = fh.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InvalidModelError(f"the file looks like safetensors but its JSON header is corrupt: {exc}") from exc
+    return isinstance(header, dict)
+
+
+def detect_format(path: str | os.PathLike[str]) -> DetectedFormat:
+    """Detect a model file's format from its content; raises InvalidModelError when it is none we read."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise InvalidModelError(f"cannot read the model file: {exc.strerror or exc}") from exc
+    if size == 0:
+        raise InvalidModelError(f"the model file is empty (0 bytes); {_EXPECTED}")
+    if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
+        return _classify_zip(path, size)
+    if _is_safetensors(head, size, path):
+        return DetectedFormat("state_dict", "safetensors")
+    # torch.save's legacy (non-zip) format is a pickle stream; protocol 2+ streams start with PROTO (0x80) + version.
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
+        return DetectedFormat("state_dict", "torch.save legacy")
+    if zipfile.is_zipfile(path):  # a zip with a preamble (rare, but valid)
+        return _classify_zip(path, size)
+    raise InvalidModelError(
+        f"not a recognized model format: the file ({_human_bytes(size)}) starts with bytes {head[:8].hex(' ')}; "
+        f"{_EXPECTED}"
+    )

@@ -1,0 +1,244 @@
+"""Writing the compressed model in a format plain PyTorch reads (no prunekit needed), atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import IO, Any
+
+import torch
+from torch.export import ExportedProgram
+
+from worker.engine.errors import EngineError, UnsupportedError
+from worker.engine.models.formats import ModelFormat
+from worker.engine.models.handle import LoadedModel
+
+__all__ = ["OUTPUT_SUFFIX", "save_model"]
+
+log = logging.getLogger(__name__)
+
+OUTPUT_SUFFIX: dict[str, str] = {"torchscript": ".pt", "export": ".pt2", "state_dict": ".safetensors"}
+
+
+@contextlib.contextmanager
+def _atomic_target(final: Path) -> Iterator[Path]:
+    """A temp path next to `final`; renamed over it only when the block succeeds, so readers never see half a file."""
+    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, final)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_with(final: Path, writer: Callable[[IO[bytes]], object]) -> None:
+    with _atomic_target(final) as tmp, open(tmp, "wb") as fh:
+        writer(fh)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def _eval_mode(module: torch.nn.Module, enabled: bool = True) -> Iterator[None]:
+    # Artifacts are for inference: script/trace/export in eval mode, then give the caller back its mode.
+    was_training = module.training
+    if enabled:
+        module.eval()
+    try:
+        yield
+    finally:
+        if enabled:
+            module.train(was_training)
+
+
+def _note(notes: list[str] | None, text: str) -> None:
+    log.info(text)
+    if notes is not None:
+        notes.append(text)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
+
+
+# --- torchscript -----------------------------------------------------------------------------------------------
+
+
+def _to_script(model: LoadedModel, example_input: torch.Tensor | None, notes: list[str] | None) -> torch.nn.Module:
+    module = model.module
+    if isinstance(module, torch.jit.ScriptModule):
+        return module
+    script_error: BaseException | None = None
+    if model.exported_program is None:  # GraphModules from torch.export do not script; go straight to tracing
+        try:
+            scripted = torch.jit.script(module)
+            _note(notes, "TorchScript output was made with torch.jit.script (keeps control flow)")
+            return scripted
+        except Exception as exc:  # scripting fails with many exception types on unsupported Python
+            script_error = exc
+    if example_input is None:
+        reason = f"torch.jit.script failed ({_first_line(script_error)}); " if script_error else ""
+        raise UnsupportedError(
+            f"cannot write TorchScript: {reason}tracing needs an example input (set model.input_shape or give data)"
+        )
+    try:
+        with torch.no_grad():
+            traced = torch.jit.trace(module, (example_input,), check_trace=False)
+    except Exception as exc:
+        raise UnsupportedError(f"cannot write TorchScript: tracing failed: {_first_line(exc)}") from exc
+    why = f" because torch.jit.script failed ({_first_line(script_error)})" if script_error else ""
+    _note(
+        notes,
+        f"TorchScript output was made with torch.jit.trace{why}: data-dependent control flow is frozen "
+        f"to the example input's path and the input shape {list(example_input.shape)}",
+    )
+    return traced
+
+
+# --- torch.export ------------------------------------------------------------------------------------------------
+
+
+def _program_with_weights(model: LoadedModel) -> ExportedProgram | None:
+    """The input program with the module's current weights, or None if the module's tensors no longer fit its graph."""
+    program = model.exported_program
+    assert program is not None
+    current: dict[str, torch.Tensor] = dict(model.module.named_parameters())
+    current.update(model.module.named_buffers())
+    for name, value in program.state_dict.items():
+        if name not in current or tuple(current[name].shape) != tuple(value.shape):
+            return None
+    # deepcopy: the original program may share storage with the module (ep.module() does) or a clone of it
+    updated = copy.deepcopy(program)
+    with torch.no_grad():
+        for name, value in updated.state_dict.items():
+            value.copy_(current[name].detach().to(value.device, value.dtype))
+    return updated
+
+
+def _export_eager(
+    module: torch.nn.Module, example_input: torch.Tensor | None, notes: list[str] | None
+) -> ExportedProgram:
+    if example_input is None:
+        raise UnsupportedError(
+            "cannot write a torch.export program: export needs an example input (set model.input_shape or give data)"
+        )
+    example = example_input.detach()
+    if example.dim() >= 1 and example.shape[0] == 1:
+        example = example.expand(2, *example.shape[1:]).contiguous()  # a batch of 1 would be specialized to 1
+    batch = torch.export.Dim("batch", min=1)
+    try:
+        with _eval_mode(module), torch.no_grad():
+            try:
+                program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+                _note(notes, "torch.export output has a dynamic batch dimension")
+            except Exception as exc:
+                log.info("export with a dynamic batch dimension failed (%s); exporting with static shapes", exc)
+                program = torch.export.export(module, (example,))
+                _note(notes, f"torch.export output is specialized to the input shape {list(example.shape)}")
+    except Exception as exc:
+        raise UnsupportedError(f"cannot write a torch.export program: {_first_line(exc)}") from exc
+    return program
+
+
+def _to_program(model: LoadedModel, example_input: torch.Tensor | None, notes: list[str] | None) -> ExportedProgram:
+    if isinstance(model.module, torch.jit.ScriptModule):
+        raise UnsupportedError("cannot write a torch.export program from a TorchScript model; choose torchscript")
+    if model.exported_program is not None:
+        program = _program_with_weights(model)
+        if program is not None:
+            return program
+        _note(notes, "parameter shapes changed since loading; the program was exported again from the module")
+        if example_input is None and model.exported_program.example_inputs:
+            args, _ = model.exported_program.example_inputs
+            example_input = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    return _export_eager(model.module, example_input, notes)
+
+
+def _verify_program(path: Path, module: torch.nn.Module) -> None:
+    # Our own file, so torch.export.load is fine here; this catches weights that did not make it into the program.
+    with open(path, "rb") as fh:
+        reloaded = torch.export.load(fh)
+    current = dict(module.named_parameters())
+    for name, value in reloaded.state_dict.items():
+        if name in current and not torch.equal(value.detach().cpu(), current[name].detach().cpu()):
+            raise EngineError(f"internal error: the saved program's '{name}' differs from the model's weights")
+
+
+# --- state_dict --------------------------------------------------------------------------------------------------
+
+
+def _plain_state(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    # safetensors refuses non-contiguous tensors and tensors sharing storage (tied weights): copy those.
+    out: dict[str, torch.Tensor] = {}
+    seen: set[tuple[int, int]] = set()
+    for name, value in module.state_dict().items():
+        tensor = value.detach().cpu().contiguous()
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key in seen or tensor.untyped_storage().nbytes() != tensor.numel() * tensor.element_size():
+            tensor = tensor.clone()
+        seen.add(key)
+        out[name] = tensor
+    return out
+
+
+def _save_state_dict(model: LoadedModel, out_dir: Path, stem: str, notes: list[str] | None) -> Path:
+    from safetensors.torch import save_file
+
+    final = out_dir / f"{stem}.safetensors"
+    tensors = _plain_state(model.module)
+    meta: dict[str, Any] = {
+        "format": "state_dict",
+        "weights": final.name,
+        "architecture": model.architecture,
+        "kwargs": model.arch_kwargs,
+        "torch": torch.__version__.split("+")[0],
+        "load": "model.load_state_dict(safetensors.torch.load_file(weights))",
+    }
+    if model.architecture is None:
+        _note(notes, "state_dict output has no architecture name (the input was not a state_dict)")
+    with _atomic_target(final) as tmp:
+        save_file(tensors, str(tmp), metadata={"architecture": model.architecture or ""})
+    meta_bytes = json.dumps(meta, indent=2).encode()
+    _write_with(out_dir / f"{stem}.json", lambda fh: fh.write(meta_bytes))
+    return final
+
+
+# --- entry point -------------------------------------------------------------------------------------------------
+
+
+def save_model(
+    model: LoadedModel,
+    out_dir: str | os.PathLike[str],
+    fmt: ModelFormat,
+    example_input: torch.Tensor | None,
+    stem: str = "model",
+    notes: list[str] | None = None,
+) -> Path:
+    """Write `model` as `<stem>.pt` / `.pt2` / `.safetensors(+.json)` in out_dir; notes get how it was made."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if example_input is not None:
+        example_input = example_input.detach().cpu()
+    if fmt == "state_dict":
+        return _save_state_dict(model, out_dir, stem, notes)
+    final = out_dir / f"{stem}{OUTPUT_SUFFIX[fmt]}"
+    if fmt == "torchscript":
+        with _eval_mode(model.module, model.supports_train_mode):
+            scripted = _to_script(model, example_input, notes)
+            _write_with(final, lambda fh: torch.jit.save(scripted, fh))
+        return final
+    if fmt == "export":
+        program = _to_program(model, example_input, notes)
+        _write_with(final, lambda fh: torch.export.save(program, fh))
+        _verify_program(final, model.module)
+        return final
+    raise UnsupportedError(f"unknown output format '{fmt}'")

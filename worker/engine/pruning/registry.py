@@ -1,0 +1,29 @@
+"""Mask methods by the spec's ``method`` name. A new method = one module with ``compute`` + one entry here."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from worker.engine.errors import UnsupportedError
+from worker.engine.pruning import channel, magnitude, nm
+from worker.engine.pruning import random as random_method
+from worker.engine.pruning.base import MaskRequest
+
+MaskMethod = Callable[[MaskRequest], dict[str, torch.Tensor]]
+
+METHODS: dict[str, MaskMethod] = {
+    "magnitude": magnitude.compute,
+    "random": random_method.compute,
+    "channel": channel.compute,
+    "nm": nm.compute,
+}
+
+
+def get_method(name: str) -> MaskMethod:
+    """The mask method registered under ``name``."""
+    try:
+        return METHODS[name]
+    except KeyError:
+        raise UnsupportedError(f"unknown mask pruning method {name!r}; known: {sorted(METHODS)}") from None

@@ -1,0 +1,1 @@
+"""Fine-tuning with regularizers, under pruning masks."""

@@ -1,0 +1,154 @@
+"""The fine-tuning loop: regularized loss, masks enforced after every step, early stopping."""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from prunekit.spec import FinetuneSpec
+from prunekit.spec.report import EpochRecord
+from worker.engine.data import Dataset
+from worker.engine.evaluation.metrics import autocast_context, predict_logits, split_metrics
+from worker.engine.models.handle import LoadedModel
+from worker.engine.training.masking import MaskController
+from worker.engine.training.optim import build_optimizer, build_scheduler
+from worker.engine.training.regularizers import RegularizedLoss, distillation_loss
+
+EpochCallback = Callable[[EpochRecord, float], None]  # (record, fraction of fine-tuning done)
+
+
+@dataclass
+class FinetuneResult:
+    history: list[EpochRecord] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class TrainContext:
+    """Everything the loop needs besides the spec; built by the pipeline."""
+
+    model: LoadedModel
+    data: Dataset
+    masks: MaskController
+    loss: RegularizedLoss
+    teacher_train_logits: torch.Tensor | None
+    teacher_val_logits: torch.Tensor | None
+    device: torch.device
+    amp: bool
+    seed: int
+    eval_batch_size: int
+    fixed_batch: int | None = None  # exported programs with a static batch size
+
+
+def _batches(n: int, batch_size: int, generator: torch.Generator, full_only: bool) -> list[torch.Tensor]:
+    perm = torch.randperm(n, generator=generator)
+    batches = [perm[i : i + batch_size] for i in range(0, n, batch_size)]
+    return [b for b in batches if len(b) == batch_size] if full_only else batches
+
+
+def _train_epoch(
+    ctx: TrainContext, spec: FinetuneSpec, optimizer: torch.optim.Optimizer, step: int, gen: torch.Generator
+) -> tuple[int, float, float | None]:
+    module, data = ctx.model.module, ctx.data
+    ctx.model.set_train(True)
+    total_loss, correct, seen = 0.0, 0, 0
+    for idx in _batches(len(data.x_train), spec.batch_size, gen, ctx.fixed_batch is not None):
+        x = data.x_train[idx].to(ctx.device, non_blocking=True)
+        y = data.y_train[idx].to(ctx.device) if data.y_train is not None else None
+        t_logits = ctx.teacher_train_logits[idx].to(ctx.device) if ctx.teacher_train_logits is not None else None
+        with autocast_context(ctx.device, ctx.amp):
+            logits = module(x)
+            if isinstance(logits, (tuple, list)):
+                logits = logits[0]
+        loss = ctx.loss(logits, y, t_logits)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if spec.max_grad_norm is not None:
+            torch.nn.utils.clip_grad_norm_(module.parameters(), spec.max_grad_norm)
+        optimizer.step()
+        step += 1
+        ctx.masks.after_step(step)
+        total_loss += float(loss.detach()) * len(idx)
+        seen += len(idx)
+        if y is not None:
+            correct += int((logits.detach().argmax(1) == y).sum())
+    ctx.model.set_train(False)
+    acc = correct / seen if data.y_train is not None and seen else None
+    return step, total_loss / max(seen, 1), acc
+
+
+def _validate(ctx: TrainContext) -> tuple[float | None, float | None]:
+    """Validation (loss, accuracy); without labels the loss is the distillation KL to the original."""
+    logits = predict_logits(ctx.model.module, ctx.data.x_val, ctx.eval_batch_size, ctx.device, ctx.fixed_batch)
+    if ctx.data.y_val is not None:
+        m = split_metrics(logits, ctx.data.y_val)
+        return m.loss, m.accuracy
+    if ctx.teacher_val_logits is not None and ctx.loss.distill is not None:
+        return float(distillation_loss(logits, ctx.teacher_val_logits, ctx.loss.distill)), None
+    return None, None
+
+
+def _improved(value: float | None, best: float | None, higher_is_better: bool, min_delta: float) -> bool:
+    if value is None:
+        return False
+    if best is None:
+        return True
+    return value > best + min_delta if higher_is_better else value < best - min_delta
+
+
+def finetune(ctx: TrainContext, spec: FinetuneSpec, on_epoch: EpochCallback) -> FinetuneResult:
+    """Train for spec.epochs under masks; returns per-epoch history. Masks are final when it returns."""
+    result = FinetuneResult()
+    gen = torch.Generator().manual_seed(ctx.seed)
+    optimizer = build_optimizer(ctx.model.module.named_parameters(), spec)
+    scheduler = build_scheduler(optimizer, spec)
+    es = spec.early_stopping
+    higher = es is not None and es.metric == "val_accuracy" and ctx.data.y_val is not None
+    best_value: float | None = None
+    best_state: dict[str, torch.Tensor] | None = None
+    stale, step = 0, 0
+    ctx.masks.start()
+    for epoch in range(1, spec.epochs + 1):
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        step, train_loss, train_acc = _train_epoch(ctx, spec, optimizer, step, gen)
+        scheduler.step()
+        if epoch == spec.epochs:
+            ctx.masks.finish()  # evaluate the last epoch at the final sparsity
+        val_loss, val_acc = _validate(ctx)
+        record = EpochRecord(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=train_acc,
+            val_loss=val_loss,
+            val_accuracy=val_acc,
+            sparsity=ctx.masks.level,
+            lr=lr,
+            seconds=time.perf_counter() - started,
+        )
+        result.history.append(record)
+        on_epoch(record, epoch / spec.epochs)
+        if es is None or not ctx.masks.at_final:
+            continue  # only models at the final sparsity may be kept as "best"
+        value = val_acc if higher else val_loss
+        if _improved(value, best_value, higher, es.min_delta):
+            best_value, stale, result.best_epoch = value, 0, epoch
+            if es.restore_best:
+                best_state = copy.deepcopy(ctx.model.module.state_dict())
+        else:
+            stale += 1
+            if stale >= es.patience:
+                result.stopped_early = True
+                result.notes.append(f"early stopping after epoch {epoch} (no {es.metric} gain for {es.patience})")
+                break
+    if best_state is not None and result.best_epoch != result.history[-1].epoch:
+        ctx.model.module.load_state_dict(best_state)
+        result.notes.append(f"restored the best epoch ({result.best_epoch}) by {es.metric if es else ''}")
+    ctx.masks.finish()
+    return result

@@ -1,0 +1,393 @@
+"""Runs one job for a Celery task: claim, download inputs, run the engine, publish, finish.
+
+Framework-free apart from the database and storage; the Celery task is a thin adapter over
+`execute_job`. A job's state of record is its database row, changed only by conditional
+updates that hold the lease token of this attempt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+import re
+import secrets
+import socket
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+
+from prunekit.spec import SpecError, parse_spec
+from service.core.broker import Broker
+from service.core.config import Settings
+from service.core.db import Database, utcnow
+from service.core.models import JobRecord
+from service.files import repository as files_repo
+from service.jobs import repository as jobs_repo
+from service.jobs.schemas import TERMINAL
+from service.storage import ObjectMissing, Storage, make_storage
+from worker.engine.errors import EngineError, JobCanceledError
+from worker.engine.progress import ProgressEvent
+
+log = logging.getLogger(__name__)
+
+_SAFE_SUFFIX = re.compile(r"^\.[A-Za-z0-9]{1,12}$")
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]{0,100}$")
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    db: Database
+    storage: Storage
+    broker: Broker
+
+
+def make_context(settings: Settings, broker: Broker) -> WorkerContext:
+    return WorkerContext(settings, Database(settings.database_url), make_storage(settings), broker)
+
+
+class LeaseLost(JobCanceledError):
+    """Our lease was taken over (we were presumed dead); stop without writing anything."""
+
+    code = "lease_lost"
+
+
+class LeaseKeeper(threading.Thread):
+    """Renews the attempt's lease and polls the cancel flag, independently of the engine's pace."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, token: str) -> None:
+        super().__init__(name=f"lease-{job_id}", daemon=True)
+        self.ctx, self.job_id, self.token = ctx, job_id, token
+        self.cancel_requested = threading.Event()
+        self.lost = threading.Event()
+        self._stop_evt = threading.Event()
+
+    def run(self) -> None:
+        lease = timedelta(seconds=self.ctx.settings.lease_seconds)
+        while not self._stop_evt.wait(self.ctx.settings.heartbeat_seconds):
+            try:
+                with self.ctx.db.session() as s:
+                    answer = jobs_repo.renew_lease(s, self.job_id, self.token, utcnow() + lease)
+            except Exception:  # a database blip: keep trying until the lease really runs out
+                log.warning("could not renew the lease of job %s", self.job_id, exc_info=True)
+                continue
+            if answer is None:
+                self.lost.set()
+                return
+            if answer:
+                self.cancel_requested.set()
+
+    def stop(self) -> None:
+        self._stop_evt.set()
+        self.join(timeout=5)
+
+
+def _jsonable(value: Any) -> Any:
+    """Engine metrics may hold numpy scalars or NaN; the job store holds plain JSON."""
+    try:
+        data = json.loads(json.dumps(value, default=lambda o: float(o) if hasattr(o, "__float__") else str(o)))
+    except (TypeError, ValueError):
+        return {"repr": repr(value)[:2000]}
+
+    def clean(v: Any) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            return None
+        if isinstance(v, dict):
+            return {str(k): clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+
+    return clean(data)
+
+
+class ProgressWriter:
+    """The engine's progress sink: throttled writes to the job row, events, and the cancel check."""
+
+    def __init__(self, ctx: WorkerContext, job_id: str, token: str, keeper: LeaseKeeper) -> None:
+        self.ctx, self.job_id, self.token, self.keeper = ctx, job_id, token, keeper
+        self._stage: str | None = None
+        self._percent = 0.0
+        self._events: list[dict[str, Any]] = []
+        self._last_write = 0.0
+        self._dirty = False
+
+    def __call__(self, ev: ProgressEvent) -> None:
+        if self.keeper.lost.is_set():
+            raise LeaseLost("this attempt lost its lease; another worker owns the job now")
+        if self.keeper.cancel_requested.is_set():
+            raise JobCanceledError("canceled by request")
+        stage_changed = ev.stage != self._stage
+        now = utcnow()
+        if stage_changed:
+            self._events.append(
+                {"kind": "progress", "stage": ev.stage, "percent": ev.percent, "message": ev.message or ev.stage}
+            )
+        elif ev.metrics:
+            self._events.append(
+                {
+                    "kind": "metric",
+                    "stage": ev.stage,
+                    "percent": ev.percent,
+                    "message": ev.message,
+                    "data": _jsonable(ev.metrics),
+                }
+            )
+        elif ev.message:
+            self._events.append({"kind": "log", "stage": ev.stage, "percent": ev.percent, "message": ev.message})
+        if stage_changed and ev.metrics:
+            self._events[-1]["data"] = _jsonable(ev.metrics)
+        for e in self._events:
+            e.setdefault("ts", now)
+        self._stage, self._percent, self._dirty = ev.stage, float(ev.percent), True
+        if stage_changed or ev.metrics or time.monotonic() - self._last_write >= self.ctx.settings.progress_interval:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._dirty and not self._events:
+            return
+        events, self._events = self._events, []
+        with self.ctx.db.session() as s:
+            if not jobs_repo.set_progress(s, self.job_id, self.token, self._stage, self._percent, utcnow()):
+                self.keeper.lost.set()
+                return
+            for e in events:
+                jobs_repo.add_event(
+                    s,
+                    self.job_id,
+                    e["kind"],
+                    str(e.get("message") or "")[:4000],
+                    stage=e.get("stage"),
+                    percent=e.get("percent"),
+                    data=e.get("data"),
+                    ts=e["ts"],
+                )
+        self._dirty = False
+        self._last_write = time.monotonic()
+
+
+def _suffix(name: str) -> str:
+    """A harmless extension from the user's file name for the local temp copy (keys never use it)."""
+    suffix = Path(name).suffix
+    return suffix.lower() if _SAFE_SUFFIX.match(suffix) else ""
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1024 * 1024):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _notify(ctx: WorkerContext, job_id: str) -> None:
+    """Queue the webhook of a job that just reached a terminal state (if it has one)."""
+    with ctx.db.session() as s:
+        job = jobs_repo.get_job_any(s, job_id)
+        if job is None or not job.webhook_url:
+            return
+        jobs_repo.set_webhook_state(s, job_id, "pending")
+        queue = job.queue
+    try:
+        ctx.broker.send_webhook(job_id, queue)
+    except Exception:  # the job's state is final either way; a lost notification is only logged
+        log.exception("could not enqueue the webhook of job %s", job_id)
+
+
+def _end(ctx: WorkerContext, job_id: str, token: str, status: str, message: str, **values: Any) -> bool:
+    with ctx.db.session() as s:
+        ok = jobs_repo.finish(s, job_id, token, status, utcnow(), **values)
+        if ok:
+            jobs_repo.add_event(s, job_id, "state", message)
+    if ok:
+        _notify(ctx, job_id)
+    return ok
+
+
+def _handle_unclaimed(ctx: WorkerContext, job_id: str) -> str:
+    now = utcnow()
+    with ctx.db.session() as s:
+        job = jobs_repo.get_job_any(s, job_id)
+        if job is None:
+            return "missing"
+        if job.status in TERMINAL:
+            return "already_" + job.status
+        live = job.status == "running" and job.lease_expires_at is not None and job.lease_expires_at >= now
+        if live:
+            # Another attempt holds a live lease (e.g. a redelivered message): never run it twice.
+            return "busy"
+        if job.cancel_requested:
+            if jobs_repo.cancel_unclaimable(s, job_id, now):
+                jobs_repo.add_event(s, job_id, "state", "canceled")
+                s.commit()
+                _notify(ctx, job_id)
+            return "canceled"
+        if job.attempts >= ctx.settings.max_attempts:
+            msg = give_up_message(job.attempts)
+            if jobs_repo.fail_unclaimable(s, job_id, now, "worker_lost", msg):
+                jobs_repo.add_event(s, job_id, "state", msg)
+                s.commit()
+                _notify(ctx, job_id)
+            return "failed"
+    return "not_claimed"
+
+
+def give_up_message(attempts: int) -> str:
+    return (
+        f"the job's worker stopped (killed, out of memory or crashed) during each of its {attempts} attempts; "
+        "it will not be retried. Try a smaller model or batch size, or ask the operator for the worker logs."
+    )
+
+
+def execute_job(ctx: WorkerContext, job_id: str) -> str:
+    """Run one job if we can claim it; returns what happened (for logs)."""
+    token = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(6)}"
+    settings = ctx.settings
+    with ctx.db.session() as s:
+        claimed = jobs_repo.claim(
+            s, job_id, token, utcnow(), timedelta(seconds=settings.lease_seconds), settings.max_attempts
+        )
+        job = jobs_repo.get_job_any(s, job_id) if claimed else None
+        if job is not None:
+            jobs_repo.add_event(s, job_id, "state", f"running (attempt {job.attempts} of {settings.max_attempts})")
+    if job is None:
+        outcome = _handle_unclaimed(ctx, job_id)
+        log.info("job %s not run: %s", job_id, outcome)
+        return outcome
+
+    keeper = LeaseKeeper(ctx, job_id, token)
+    keeper.start()
+    prefix = f"jobs/{job_id}/a{job.attempts}-{secrets.token_hex(4)}/"
+    try:
+        return _run_claimed(ctx, job, token, keeper, prefix)
+    finally:
+        keeper.stop()
+
+
+def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str, keeper: LeaseKeeper, prefix: str) -> str:
+    from worker.engine.api import JobInputs, run_job  # torch is imported here, in the worker only
+
+    settings = ctx.settings
+    writer = ProgressWriter(ctx, job.id, token, keeper)
+    work_root = settings.work_dir
+    if work_root is not None:
+        work_root.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f"{job.id}-", dir=work_root) as tmp:
+        tmpdir = Path(tmp)
+        try:
+            spec = parse_spec(job.spec)
+            with ctx.db.session() as s:
+                model_rec = files_repo.get_file_any(s, job.model_file_id)
+                data_rec = files_repo.get_file_any(s, job.data_file_id) if job.data_file_id else None
+            if model_rec is None or (job.data_file_id and data_rec is None):
+                raise ObjectMissing("an input file of this job was deleted")
+            (tmpdir / "in").mkdir()
+            model_path = tmpdir / "in" / f"model{_suffix(model_rec.name)}"
+            ctx.storage.get_file(model_rec.storage_key, model_path)
+            data_path = None
+            if data_rec is not None:
+                data_path = tmpdir / "in" / f"data{_suffix(data_rec.name)}"
+                ctx.storage.get_file(data_rec.storage_key, data_path)
+            out_dir = tmpdir / "out"
+            out_dir.mkdir()
+            outputs = run_job(
+                JobInputs(model_path=model_path, spec=spec, data_path=data_path),
+                out_dir,
+                progress=writer,
+                isolate=settings.engine_isolate,
+            )
+            writer.flush()
+        except JobCanceledError as exc:
+            return _stop(ctx, job.id, token, keeper, str(exc))
+        except EngineError as exc:
+            _end(ctx, job.id, token, "failed", f"failed: {exc.code}", error_code=exc.code, error_message=exc.message)
+            return "failed"
+        except SoftTimeLimitExceeded:
+            msg = f"the job ran longer than the server's limit of {settings.job_soft_time_limit} s and was stopped"
+            _end(ctx, job.id, token, "failed", "failed: time_limit", error_code="time_limit", error_message=msg)
+            return "failed"
+        except SpecError as exc:
+            _end(
+                ctx, job.id, token, "failed", "failed: invalid_spec", error_code="invalid_spec", error_message=str(exc)
+            )
+            return "failed"
+        except ObjectMissing as exc:
+            msg = f"an input file is missing from storage ({exc}); upload it again"
+            _end(ctx, job.id, token, "failed", "failed: input_missing", error_code="input_missing", error_message=msg)
+            return "failed"
+        except Exception as exc:
+            # A bug or an infrastructure failure, not the user's input: say which, keep the traceback in the log.
+            log.exception("job %s failed unexpectedly", job.id)
+            msg = f"internal error in the worker: {type(exc).__name__}: {exc}"[:2000]
+            _end(ctx, job.id, token, "failed", "failed: internal_error", error_code="internal_error", error_message=msg)
+            return "failed"
+
+        if keeper.lost.is_set():
+            return "lease_lost"
+        if keeper.cancel_requested.is_set():
+            return _stop(ctx, job.id, token, keeper, "canceled by request")
+        return _publish(ctx, job, token, prefix, outputs)
+
+
+def _stop(ctx: WorkerContext, job_id: str, token: str, keeper: LeaseKeeper, message: str) -> str:
+    if keeper.lost.is_set():
+        log.warning("job %s: lease lost, this attempt stops without writing", job_id)
+        return "lease_lost"
+    _end(ctx, job_id, token, "canceled", message or "canceled")
+    return "canceled"
+
+
+def _publish(ctx: WorkerContext, job: JobRecord, token: str, prefix: str, outputs: Any) -> str:
+    """Upload under this attempt's prefix, then point the job row at it in one conditional update."""
+    storage = ctx.storage
+    values: dict[str, Any] = {}
+    try:
+        if outputs.artifact_path is not None:
+            path = Path(outputs.artifact_path)
+            name = path.name if _SAFE_NAME.match(path.name) else "model.bin"
+            values.update(
+                artifact_key=prefix + name,
+                artifact_name=name,
+                artifact_size=path.stat().st_size,
+                artifact_sha256=_sha256(path),
+            )
+            storage.put_file(prefix + name, path)
+        storage.put_file(prefix + "report.json", Path(outputs.report_path))
+        values["report_key"] = prefix + "report.json"
+        html = getattr(outputs, "html_path", None)
+        if html is not None and Path(html).is_file():
+            storage.put_file(prefix + "report.html", Path(html))
+            values["report_html_key"] = prefix + "report.html"
+        report = outputs.report
+        values.update(
+            gate_status=report.status,
+            gates=[g.model_dump(mode="json") for g in report.gates],
+            stage=None,
+            percent=100.0,
+        )
+        with ctx.db.session() as s:
+            ok = jobs_repo.finish(s, job.id, token, "succeeded", utcnow(), **values)
+            if ok:
+                jobs_repo.add_stage_durations(s, job.id, dict(report.stage_seconds))
+                jobs_repo.add_event(s, job.id, "state", f"succeeded ({report.status})")
+    except BaseException:
+        storage.delete_prefix(prefix)
+        raise
+    if not ok:
+        storage.delete_prefix(prefix)
+        return "lease_lost"
+    # Earlier attempts that died mid-upload may have left files: the job has exactly one artifact.
+    for key in storage.list(f"jobs/{job.id}/"):
+        if not key.startswith(prefix):
+            storage.delete(key)
+    _notify(ctx, job.id)
+    return "succeeded"
