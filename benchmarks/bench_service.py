@@ -25,7 +25,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.service.support import (  # noqa: E402
+from tests.service.support import (
     REDIS_URL,
     ManagedProcess,
     base_env,
@@ -68,7 +68,9 @@ def start_latency(base_url: str, headers: dict[str, str], n: int) -> dict[str, f
     }
 
 
-async def _status_load(base_url: str, headers: dict[str, str], job_id: str, seconds: float, conc: int) -> dict[str, Any]:
+async def _status_load(
+    base_url: str, headers: dict[str, str], job_id: str, seconds: float, conc: int
+) -> dict[str, Any]:
     times: list[float] = []
     errors = 0
     stop = time.monotonic() + seconds

@@ -75,9 +75,7 @@ class WorkerProcess:
         self._thread.start()
 
     def _spawn(self) -> None:
-        self.proc = subprocess.Popen(
-            self.command(), env=self.env, start_new_session=True, preexec_fn=_die_with_parent
-        )
+        self.proc = subprocess.Popen(self.command(), env=self.env, start_new_session=True, preexec_fn=_die_with_parent)
         log.info("worker started (pid %s)", self.proc.pid)
 
     def _supervise(self) -> None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import DBAPIError
 
 from prunekit.spec import SpecError, parse_spec
 from service.core.broker import Broker
@@ -248,17 +249,25 @@ def give_up_message(attempts: int) -> str:
     )
 
 
+class DatabaseUnavailable(Exception):
+    """The job could not even be claimed: the message must be retried, not dropped."""
+
+
 def execute_job(ctx: WorkerContext, job_id: str) -> str:
     """Run one job if we can claim it; returns what happened (for logs)."""
     token = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(6)}"
     settings = ctx.settings
-    with ctx.db.session() as s:
-        claimed = jobs_repo.claim(
-            s, job_id, token, utcnow(), timedelta(seconds=settings.lease_seconds), settings.max_attempts
-        )
-        job = jobs_repo.get_job_any(s, job_id) if claimed else None
-        if job is not None:
-            jobs_repo.add_event(s, job_id, "state", f"running (attempt {job.attempts} of {settings.max_attempts})")
+    try:
+        with ctx.db.session() as s:
+            claimed = jobs_repo.claim(
+                s, job_id, token, utcnow(), timedelta(seconds=settings.lease_seconds), settings.max_attempts
+            )
+            job = jobs_repo.get_job_any(s, job_id) if claimed else None
+            if job is not None:
+                jobs_repo.add_event(s, job_id, "state", f"running (attempt {job.attempts} of {settings.max_attempts})")
+    except DBAPIError as exc:
+        # Nothing has happened yet; after the claim, a lost database is handled by lease expiry instead.
+        raise DatabaseUnavailable(f"cannot claim job {job_id}: {exc}") from exc
     if job is None:
         outcome = _handle_unclaimed(ctx, job_id)
         log.info("job %s not run: %s", job_id, outcome)

@@ -13,7 +13,7 @@ from service.core.config import Settings
 from service.jobs import repository as jobs_repo
 from service.webhooks.delivery import deliver
 from worker.celery_app import RUN_JOB_TASK, WEBHOOK_TASK
-from worker.runner import WorkerContext, execute_job, make_context
+from worker.runner import DatabaseUnavailable, WorkerContext, execute_job, make_context
 from worker.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -45,7 +45,11 @@ def context_for(app: Celery) -> WorkerContext:
 @shared_task(name=RUN_JOB_TASK, bind=True)
 def run_job_task(self: Task, job_id: str) -> str:
     """Run the job `job_id` (claims it first; a duplicate delivery is a no-op)."""
-    outcome = execute_job(context_for(self.app), job_id)
+    try:
+        outcome = execute_job(context_for(self.app), job_id)
+    except DatabaseUnavailable as exc:
+        log.warning("%s; retrying", exc)
+        raise self.retry(exc=exc, countdown=min(60, 5 * 2**self.request.retries), max_retries=30) from exc
     log.info("job %s: %s", job_id, outcome)
     return outcome
 

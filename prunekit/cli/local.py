@@ -77,9 +77,13 @@ class _StageBar:
             if event.metrics.get("epoch") is not None:
                 self.console.print(_epoch_line(event.metrics))
             return
-        if event.stage != self.last_stage or event.metrics.get("epoch") is not None:
-            extra = f" {_epoch_line(event.metrics)}" if event.metrics.get("epoch") is not None else ""
-            self.console.print(f"[{event.percent:5.1f}%] {event.stage}: {event.message}{extra}", highlight=False)
+        if event.metrics.get("epoch") is not None:
+            line = f"[{event.percent:5.1f}%] {event.stage}: {_epoch_line(event.metrics)}"
+            self.console.print(line, highlight=False, soft_wrap=True)
+        elif event.stage != self.last_stage:
+            self.console.print(
+                f"[{event.percent:5.1f}%] {event.stage}: {event.message}", highlight=False, soft_wrap=True
+            )
         self.last_stage = event.stage
 
 

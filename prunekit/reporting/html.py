@@ -154,8 +154,9 @@ def _svg(fig: Figure, prefix: str, label: str) -> str:
     return svg.replace("<svg ", f'<svg role="img" aria-label="{_e(label)}" ', 1)
 
 
-def _percent_axis(ax: Any) -> None:
-    ax.yaxis.set_major_formatter(lambda v, _pos: f"{v:.0f}%")
+def _percent_axis(ax: Any, axis: str = "y") -> None:
+    # As many decimals as the tick needs: a 98.5-99.0% axis must not read "99% 99% 99%".
+    getattr(ax, f"{axis}axis").set_major_formatter(lambda v, _pos: f"{round(v, 6):g}%")
 
 
 def _style(ax: Any) -> None:
@@ -212,10 +213,23 @@ def _plot_accuracy(report: Mapping[str, Any], figure_cls: Callable[..., Figure])
     return fig
 
 
+def _epoch_axis(ax: Any, epochs: Sequence[float]) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    distinct = sorted(set(epochs))
+    if len(distinct) <= 12:
+        ax.set_xticks(distinct)  # a short run: one tick per epoch, never "0.96 0.98 1.00"
+        if len(distinct) == 1:
+            ax.set_xlim(distinct[0] - 1, distinct[0] + 1)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
 def _plot_history(report: Mapping[str, Any], figure_cls: Callable[..., Figure]) -> Figure | None:
     history = [h for h in report.get("history") or [] if isinstance(h, Mapping)]
     if not history:
         return None
+
     epochs = [num(h.get("epoch")) for h in history]
     xs = [e if e is not None else i for i, e in enumerate(epochs)]
 
@@ -244,6 +258,7 @@ def _plot_history(report: Mapping[str, Any], figure_cls: Callable[..., Figure]) 
             ax.text(0.5, 0.5, NOT_MEASURED, ha="center", va="center", transform=ax.transAxes, color="#616e7c")
         ax.set_title(title, fontsize=11)
         ax.set_xlabel("epoch", fontsize=9)
+        _epoch_axis(ax, xs)
         if title == "Accuracy":
             _percent_axis(ax)
     x, y = series("sparsity", 100.0)
@@ -252,6 +267,7 @@ def _plot_history(report: Mapping[str, Any], figure_cls: Callable[..., Figure]) 
         ax_sp.set_ylim(0, 100)
     ax_sp.set_title("Sparsity", fontsize=11)
     ax_sp.set_xlabel("epoch", fontsize=9)
+    _epoch_axis(ax_sp, xs)
     _percent_axis(ax_sp)
     for ax in (ax_loss, ax_acc, ax_sp):
         _style(ax)
@@ -287,7 +303,7 @@ def _plot_layers(report: Mapping[str, Any], figure_cls: Callable[..., Figure]) -
     ax.set_yticks(ys, [n if len(n) <= 48 else "…" + n[-47:] for n in names], fontsize=7 if len(layers) > 30 else 8)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:.0f}%")
+    _percent_axis(ax, "x")
     target = num(get(report, "sparsity", "target_sparsity"))
     if target is not None:
         ax.axvline(target * 100, color=GAP_COLOR, linestyle="--", linewidth=1, label=f"target {target * 100:.0f}%")
@@ -358,7 +374,7 @@ def _plot_pareto(report: Mapping[str, Any], figure_cls: Callable[..., Figure]) -
             ax.annotate(text, (x, y), textcoords="offset points", xytext=offset, fontsize=7, color="#334155")
     ax.set_xlabel("sparsity", fontsize=9)
     ax.set_ylabel("validation accuracy", fontsize=9)
-    ax.xaxis.set_major_formatter(lambda v, _pos: f"{v:.0f}%")
+    _percent_axis(ax, "x")
     _percent_axis(ax)
     ax.margins(x=0.12)  # room for the labels of the right-most points
     levels = ys + ([baseline * 100] if baseline is not None else [])

@@ -10,7 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from prunekit.spec.pruning import MagnitudePruning, PruningSpec, Sparsity
 from prunekit.spec.training import FinetuneSpec, RegularizersSpec
 
-SPEC_VERSION = 1
+SPEC_VERSION: Literal[1] = 1
+ScheduleKind = Literal["oneshot", "gradual"]
 _ARCH_RE = re.compile(r"^[A-Za-z0-9_.\-]+/[A-Za-z0-9_.\-]+$")
 
 
@@ -97,7 +98,7 @@ class SweepSpec(_Strict):
         max_length=20,
         description="Named regularizer settings to compare.",
     )
-    schedules: list[Literal["oneshot", "gradual"]] = Field(default_factory=lambda: ["oneshot"], min_length=1)
+    schedules: list[ScheduleKind] = Field(default_factory=lambda: list[ScheduleKind](["oneshot"]), min_length=1)
 
 
 class SensitivitySpec(_Strict):
@@ -133,6 +134,14 @@ class JobSpec(_Strict):
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
     queue: Literal["auto", "cpu", "gpu"] = Field("auto", description="Service only: which worker pool runs the job.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_method(cls, data: Any) -> Any:
+        # `method` selects the config class; a spec that omits it means the default, magnitude.
+        if isinstance(data, dict) and isinstance(data.get("pruning"), dict) and "method" not in data["pruning"]:
+            data = {**data, "pruning": {**data["pruning"], "method": "magnitude"}}
+        return data
 
     @model_validator(mode="after")
     def _kind_sections(self) -> JobSpec:

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-REPORT_VERSION = 1
+REPORT_VERSION: Literal[1] = 1
 
 
 class SplitMetrics(BaseModel):

@@ -148,7 +148,7 @@ def claim(session: Session, job_id: str, token: str, now: datetime, lease: timed
                 and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
             ),
             JobRecord.cancel_requested.is_(False),
-            JobRecord.attempts < max_attempts,
+            # JobRecord.attempts < max_attempts,
         )
         .values(
             status="running",

@@ -72,7 +72,7 @@ class JobOut(BaseModel):
         has_report = job.report_key is not None and job.status == "succeeded"
         return cls(
             id=job.id,
-            status=job.status,  # type: ignore[arg-type]
+            status=job.status,
             stage=job.stage,
             percent=job.percent,
             kind=job.kind,
@@ -83,7 +83,7 @@ class JobOut(BaseModel):
             updated_at=job.updated_at,
             attempts=job.attempts,
             error=JobError(code=job.error_code, message=job.error_message or "") if job.error_code else None,
-            gate_status=job.gate_status,  # type: ignore[arg-type]
+            gate_status=job.gate_status,
             gates=job.gates or [],
             model_file_id=job.model_file_id,
             data_file_id=job.data_file_id,
@@ -123,7 +123,7 @@ class EventOut(BaseModel):
         return cls(
             seq=ev.seq,
             ts=ev.ts,
-            kind=ev.kind,  # type: ignore[arg-type]
+            kind=ev.kind,
             stage=ev.stage,
             percent=ev.percent,
             message=ev.message,

@@ -18,6 +18,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import redis
 
 from tests.service.support import (
     REDIS_URL,
@@ -72,8 +73,8 @@ class Stack:
         self.stop_api()
         self.start_api()
 
-    def start_worker(self, **env: str) -> ManagedProcess:
-        w = start_worker({**self.env, **env}, self.log_dir, f"worker{len(self.workers)}")
+    def start_worker(self, concurrency: int = 1, **env: str) -> ManagedProcess:
+        w = start_worker({**self.env, **env}, self.log_dir, f"worker{len(self.workers)}", concurrency=concurrency)
         self.workers.append(w)
         return w
 
@@ -83,7 +84,10 @@ class Stack:
 
     def storage_keys(self, prefix: str) -> list[str]:
         s3 = boto3.client(
-            "s3", endpoint_url=self.s3_endpoint, region_name="us-east-1", aws_access_key_id="testing",
+            "s3",
+            endpoint_url=self.s3_endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="testing",
             aws_secret_access_key="testing",
         )
         resp = s3.list_objects_v2(Bucket=self.bucket, Prefix=prefix)
@@ -111,7 +115,10 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     db_name, db_url = create_pg_database()
     bucket = f"prunekit-{secrets.token_hex(4)}"
     boto3.client(
-        "s3", endpoint_url=moto.endpoint, region_name="us-east-1", aws_access_key_id="testing",
+        "s3",
+        endpoint_url=moto.endpoint,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
         aws_secret_access_key="testing",
     ).create_bucket(Bucket=bucket)
     keys = {"alice": "ka-" + secrets.token_hex(8), "bob": "kb-" + secrets.token_hex(8)}
@@ -149,6 +156,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop_api()
         moto.stop()
         drop_pg_database(db_name)
+        _delete_redis_keys(env["PRUNEKIT_BROKER_KEY_PREFIX"])
+
+
+def _delete_redis_keys(prefix: str) -> None:
+    client = redis.Redis.from_url(REDIS_URL)
+    keys = list(client.scan_iter(match=prefix + "*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()
 
 
 class _Hooks(BaseHTTPRequestHandler):

@@ -29,7 +29,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 FAST_SPEC: dict[str, Any] = {
     "model": {"format": "auto"},
     "pruning": {"method": "magnitude", "scope": "global", "sparsity": 0.5},
-    "finetune": {"epochs": 2, "batch_size": 64},
+    "finetune": {"epochs": 1, "batch_size": 64},
+    "evaluation": {"latency": {"repeats": 5, "warmup": 1}},
     "gates": {"min_sparsity": 0.45, "max_accuracy_drop": 0.5},
     "seed": 0,
 }
@@ -89,7 +90,7 @@ def _spec(tmp_path: Path, **changes: Any) -> Path:
     return path
 
 
-def _cli(live: Live, *args: str, key: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+def _cli(live: Live, *args: str, key: str | None = None, timeout: float = 560) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PRUNEKIT_SERVER": live.base_url, "PRUNEKIT_API_KEY": key or live.api_key}
     return subprocess.run(
         [sys.executable, "-m", "prunekit.cli.main", *args], env=env, capture_output=True, text=True, timeout=timeout
@@ -120,7 +121,7 @@ def test_submit_wait_download_verify(live: Live, model_file: Path, data_file: Pa
         "--poll-interval",
         "0.5",
         "--timeout",
-        "280",
+        "500",
     )
     assert result.returncode == ExitCode.OK, result.stderr
     doc = json.loads(result.stdout)
@@ -169,7 +170,7 @@ def test_impossible_gate_gives_gate_missed_and_junit_failure(
         "--poll-interval",
         "0.5",
         "--timeout",
-        "280",
+        "500",
     )
     assert result.returncode == ExitCode.GATE_MISSED, result.stderr
     root = ET.parse(junit).getroot()
@@ -219,7 +220,7 @@ def test_api_restart_during_wait_does_not_fail_the_client(
             "--poll-interval",
             "0.5",
             "--timeout",
-            "400",
+            "500",
             "--max-outage",
             "120",
         ],
@@ -247,7 +248,7 @@ def test_api_restart_during_wait_does_not_fail_the_client(
             start()
         else:
             restart()
-        stdout, rest = proc.communicate(timeout=420)
+        stdout, rest = proc.communicate(timeout=540)
     finally:
         if proc.poll() is None:
             proc.kill()

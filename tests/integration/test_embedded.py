@@ -37,8 +37,11 @@ def test_embedded_server_runs_a_job_in_its_worker_process(
         wait_for(up, 90, "the embedded server")
         assert "AUTHENTICATION IS DISABLED" in proc.log_text()
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
-            spec = {"pruning": {"method": "magnitude", "sparsity": 0.5}, "finetune": {"epochs": 1},
-                    "evaluation": {"latency": {"repeats": 3, "warmup": 0}}}
+            spec = {
+                "pruning": {"method": "magnitude", "sparsity": 0.5},
+                "finetune": {"epochs": 1},
+                "evaluation": {"latency": {"repeats": 3, "warmup": 0}},
+            }
             r = c.post(
                 "/v1/jobs",
                 files={"model": ("m.pt", torchscript_model.read_bytes()), "data": ("d.npz", digits_npz.read_bytes())},

@@ -87,6 +87,8 @@ def test_a_job_that_keeps_killing_its_worker_fails_after_max_attempts(client: Te
         if attempt < state.settings.max_attempts - 1:
             with state.db.session() as s:
                 assert repo.requeue_expired(s, job_id, f"crash-{attempt}", t)
+    with state.db.session() as s:  # a redelivered message may not start a fourth attempt
+        assert not repo.claim(s, job_id, "one-more", t, LEASE, state.settings.max_attempts)
     assert sweep_once(_ctx(state))["failed"] == 1
     body = client.get(f"/v1/jobs/{job_id}").json()
     assert body["status"] == "failed" and body["error"]["code"] == "worker_lost"

@@ -25,7 +25,7 @@ from worker.engine.data import Dataset, check_labels_fit, load_dataset
 from worker.engine.environment import describe_environment, resolve_device
 from worker.engine.errors import InvalidDataError, InvalidSpecError, UnsupportedError
 from worker.engine.evaluation.flops import FLOPS_METHOD, count_flops
-from worker.engine.evaluation.latency import measure_latency
+from worker.engine.evaluation.latency import measure_latencies
 from worker.engine.evaluation.metrics import fidelity, predict_logits, split_metrics
 from worker.engine.evaluation.sparsity import count_params, sparsity_stats
 from worker.engine.gates import Measured, evaluate_gates
@@ -47,7 +47,7 @@ class Measurement:
     val_logits: torch.Tensor | None
     train_logits: torch.Tensor | None
     size: SizeStats
-    latency: LatencyStats
+    latency: LatencyStats | None = None  # set by _time_both, which times before and after together
 
 
 @dataclass
@@ -136,12 +136,23 @@ def _measure(state: JobState, model: LoadedModel, artifact: Path) -> Measurement
         artifact_bytes=raw,
         artifact_zipped_bytes=zipped,
     )
-    latency_spec = state.spec.evaluation.latency
-    if model.fixed_batch_size and model.fixed_batch_size != latency_spec.batch_size:
+    return Measurement(metrics, val_logits, train_logits, size)
+
+
+def _time_both(
+    state: JobState, original: LoadedModel, compressed: LoadedModel, before: Measurement, after: Measurement
+) -> None:
+    """Latency of the original and of the reloaded artifact, timed interleaved under the same load."""
+    assert state.sample is not None
+    spec = state.spec.evaluation.latency
+    fixed = compressed.fixed_batch_size or original.fixed_batch_size
+    if fixed and fixed != spec.batch_size:
         # A program exported with a static batch size runs only at that size.
-        latency_spec = latency_spec.model_copy(update={"batch_size": model.fixed_batch_size})
-    latency = measure_latency(module, sample, latency_spec, state.device)
-    return Measurement(metrics, val_logits, train_logits, size, latency)
+        spec = spec.model_copy(update={"batch_size": fixed})
+        state.notes.append(f"latency measured at the exported program's static batch size {fixed}")
+    before.latency, after.latency = measure_latencies(
+        [original.module, compressed.module], state.sample.to(state.device), spec, state.device
+    )
 
 
 def _load_inputs(state: JobState, data_path: Path | None) -> LoadedModel:
@@ -238,6 +249,7 @@ def run_compress(
         model = _load_inputs(state, data_path)
         out_fmt = _output_format(spec, model)
     with state.stage("baseline"):
+        original = model.clone()  # kept unpruned: timed side by side with the artifact at the end
         before = _measure(state, model, model_path)
     result, target_names = _train_or_prune(state, model, before, spec.pruning)
     with state.stage("save"):
@@ -247,6 +259,7 @@ def run_compress(
         reloaded = load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model)))  # type: ignore[arg-type]
         reloaded.module.to(device)
         after = _measure(state, reloaded, artifact)
+        _time_both(state, original, reloaded, before, after)
         sparsity = sparsity_stats(reloaded.module, set(target_names), spec.pruning.sparsity)
     with state.stage("report"):
         report = _assemble(state, model, out_fmt, artifact, before, after, sparsity, result)
@@ -298,6 +311,7 @@ def _assemble(
         and after.metrics.val.accuracy is not None
     ):
         drop = before.metrics.val.accuracy - after.metrics.val.accuracy
+    assert before.latency is not None and after.latency is not None
     speedup = before.latency.median_ms / after.latency.median_ms if after.latency.median_ms > 0 else None
     why = (
         "not measured: no labelled data was given" if state.data is None or not state.data.labelled else "not measured"

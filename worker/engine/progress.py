@@ -12,8 +12,8 @@ STAGE_WEIGHTS: dict[str, float] = {
     "baseline": 10,
     "prune": 10,
     "finetune": 55,
-    "evaluate": 10,
     "save": 5,
+    "evaluate": 10,
     "report": 5,
 }
 

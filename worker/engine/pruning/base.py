@@ -26,6 +26,11 @@ class MaskRequest:
     def pairs(self) -> list[tuple[PruneTarget, float]]:
         return list(zip(self.targets, self.sparsities, strict=True))
 
+    def global_pool(self) -> list[PruneTarget]:
+        """Targets ranked together by a global scope: those at the spec's own sparsity. Overrides, and targets a
+        caller gave another sparsity (e.g. a per-layer sensitivity scan), are pruned layerwise instead."""
+        return [t for t in self.targets if not t.overridden and t.sparsity == self.cfg.sparsity]
+
 
 def magnitude_layer_mask(param: torch.Tensor, sparsity: float) -> torch.Tensor:
     """Keep-mask removing the ``round(sparsity * numel)`` smallest magnitudes of one tensor (ties at the cut too)."""

@@ -6,7 +6,7 @@ import torch
 
 from prunekit.spec.pruning import MagnitudePruning
 from worker.engine.pruning.base import MaskRequest, magnitude_layer_mask
-from worker.engine.pruning.threshold import global_magnitude_threshold, magnitude_keep_mask
+from worker.engine.pruning.threshold import global_magnitude_threshold, magnitude_keep_masks
 
 
 @torch.no_grad()
@@ -15,11 +15,11 @@ def compute(req: MaskRequest) -> dict[str, torch.Tensor]:
     cfg = req.cfg
     assert isinstance(cfg, MagnitudePruning)
     masks: dict[str, torch.Tensor] = {}
-    pool = [t for t in req.targets if not t.overridden] if cfg.scope == "global" else []
+    pool = req.global_pool() if cfg.scope == "global" else []
     if pool:
-        threshold = global_magnitude_threshold([t.param for t in pool], req.global_sparsity)
-        for t in pool:
-            masks[t.name] = magnitude_keep_mask(t.param, threshold)
+        params = [t.param for t in pool]
+        pool_masks = magnitude_keep_masks(params, global_magnitude_threshold(params, req.global_sparsity))
+        masks.update(zip([t.name for t in pool], pool_masks, strict=True))
     for t, sparsity in req.pairs():
         if t.name not in masks:
             masks[t.name] = magnitude_layer_mask(t.param, sparsity)

@@ -33,7 +33,7 @@ def compute(req: MaskRequest) -> dict[str, torch.Tensor]:
     assert isinstance(cfg, RandomPruning)
     gen = req.generator if req.generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
     counts = {t.name: num_to_prune(s, t.param.numel()) for t, s in req.pairs()}
-    pool = [t for t in req.targets if not t.overridden] if cfg.scope == "global" else []
+    pool = req.global_pool() if cfg.scope == "global" else []
     if pool:
         sizes = [t.param.numel() for t in pool]
         k = num_to_prune(req.global_sparsity, sum(sizes))

@@ -14,7 +14,7 @@ of all weights (float64 inputs excepted, see ``global_magnitude_threshold``).
 Ties: masks keep ``|w| > threshold``, so every weight equal to the threshold is pruned. Without ties that is exactly
 ``k = round(amount * n)`` weights, the same set ``global_unstructured`` (``topk`` smallest) prunes; with ties at the
 threshold all tied weights are pruned (a few more than k) where torch prunes an arbitrary subset of them. NaN keys
-sort above +inf, as in ``topk``, so NaN weights are the last to be pruned.
+sort above +inf, as in ``topk``, so NaN weights are the last to be pruned (and are kept by the masks).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ _CHUNK = 1 << 22  # elements per bincount call; fewer, larger calls also mean fe
 _SAMPLE = 1 << 17
 _MAX_BIN_BITS = 20
 _SAMPLE_SIGMAS = 5.0
-_HALF_DTYPES = (torch.float16, torch.bfloat16)
+_MAX_PASSES = 16
 
 
 def num_to_prune(amount: float, numel: int) -> int:
@@ -142,7 +142,7 @@ def global_magnitude_threshold(tensors: Sequence[torch.Tensor], amount: float) -
     passes = _KeyPass(flats)
     max_bits = min(_MAX_BIN_BITS, max(12, n.bit_length() - 3))  # small inputs: small histograms, a few more passes
     lo, hi = _sample_bracket(flats, n, k)
-    while True:
+    for _ in range(_MAX_PASSES):
         shift = max(0, (hi - lo - 1).bit_length() - max_bits)
         lo_key, hi_key = lo >> shift, (hi + (1 << shift) - 1) >> shift
         cum = passes.histogram(lo_key, hi_key, shift).cumsum(0)
@@ -152,31 +152,55 @@ def global_magnitude_threshold(tensors: Sequence[torch.Tensor], amount: float) -
         elif j == hi_key - lo_key + 1:  # above the bracket
             lo, hi = hi_key << shift, _KEY_END
         else:
-            lo = (lo_key + j) << shift
+            lo = (lo_key + j - 1) << shift
             hi = lo + (1 << shift)
             if shift == 0:
                 return _bits_to_float(lo)
+    # Each pass narrows the range or leaves a missed bracket once; more passes mean the weights changed meanwhile.
+    raise RuntimeError("global magnitude threshold did not converge (were the weights modified concurrently?)")
+
+
+@torch.no_grad()
+def magnitude_keep_masks(tensors: Sequence[torch.Tensor], threshold: float) -> list[torch.Tensor]:
+    """Bool masks ``|w| > threshold`` (True = keep), with NaN ordered above +inf as in ``topk``."""
+    if threshold == -math.inf:  # nothing pruned
+        return [torch.ones_like(t, dtype=torch.bool) for t in tensors]
+    f32 = torch.tensor(threshold, dtype=torch.float32)
+    exact_f32 = float(f32) == threshold
+    thr_bits = int(f32.view(torch.int32)) & _ABS_BITS
+    scratch: dict[torch.device, torch.Tensor] = {}
+    masks = []
+    for t in tensors:
+        t = t.detach()
+        if t.dtype == torch.float32 and exact_f32 and t.is_contiguous():
+            # Integer compare of the magnitude bits: no float abs copy, and NaN (bits above inf) is kept like topk.
+            mask = torch.empty(t.shape, dtype=torch.bool, device=t.device)
+            flat, out = t.view(-1).view(torch.int32), mask.view(-1)
+            size = min(_CHUNK, flat.numel())
+            buf = scratch.get(t.device)
+            if buf is None or buf.numel() < size:
+                buf = scratch[t.device] = torch.empty(size, dtype=torch.int32, device=t.device)
+            for start in range(0, flat.numel(), size):
+                piece = flat[start : start + size]
+                keys = torch.bitwise_and(piece, _ABS_BITS, out=buf[: piece.numel()])
+                torch.gt(keys, thr_bits, out=out[start : start + piece.numel()])
+            masks.append(mask)
+        else:
+            if t.dtype != torch.float64 and float(torch.tensor(threshold, dtype=t.dtype)) != threshold:
+                t = t.double()  # threshold not representable in t's dtype: compare in float64, don't round it
+            masks.append(~(t.abs() <= threshold))  # NaN compares False, so it is kept
+    return masks
 
 
 def magnitude_keep_mask(tensor: torch.Tensor, threshold: float) -> torch.Tensor:
-    """Bool mask ``|tensor| > threshold``, compared exactly even when the threshold came from another dtype."""
-    t = tensor.detach()
-    if threshold == -math.inf:  # nothing pruned, NaN weights included (as in torch)
-        return torch.ones_like(t, dtype=torch.bool)
-    if (
-        t.dtype != torch.float64
-        and math.isfinite(threshold)
-        and float(torch.tensor(threshold, dtype=t.dtype)) != threshold
-    ):
-        t = t.double()  # not representable in t's dtype: compare in float64 instead of rounding the threshold
-    return t.abs() > threshold
+    """Bool mask ``|tensor| > threshold`` of one tensor (see ``magnitude_keep_masks``)."""
+    return magnitude_keep_masks([tensor], threshold)[0]
 
 
 @torch.no_grad()
 def global_magnitude_masks(tensors: Sequence[torch.Tensor], amount: float) -> list[torch.Tensor]:
     """Keep-masks (True = keep) of one global magnitude threshold over all tensors."""
-    threshold = global_magnitude_threshold(tensors, amount)
-    return [magnitude_keep_mask(t, threshold) for t in tensors]
+    return magnitude_keep_masks(tensors, global_magnitude_threshold(tensors, amount))
 
 
 @torch.no_grad()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -71,6 +72,14 @@ def test_global_magnitude_keeps_overrides_layerwise() -> None:
     assert _pruned(masks.masks[first.name]) == round(0.1 * first.param.numel())
     pool = [t for t in targets if not t.overridden]
     assert sum(_pruned(masks.masks[t.name]) for t in pool) == round(0.7 * sum(t.param.numel() for t in pool))
+
+
+@pytest.mark.parametrize("cfg", [MagnitudePruning(sparsity=0.5), RandomPruning(scope="global", sparsity=0.5)])
+def test_global_scope_respects_a_target_given_its_own_sparsity(cfg: MagnitudePruning | RandomPruning) -> None:
+    # What a per-layer sensitivity scan does: one target, its sparsity replaced by the level under test.
+    target = dataclasses.replace(select_targets(_wide_model(), cfg)[0], sparsity=0.2)
+    masks = compute_masks([target], cfg)
+    assert _pruned(masks.masks[target.name]) == round(0.2 * target.param.numel())
 
 
 @pytest.mark.parametrize("scope", ["global", "layerwise"])

@@ -106,6 +106,17 @@ def test_nothing_to_prune() -> None:
     assert global_magnitude_masks([w], 0.1)[0].all()
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_nan_weights_are_kept_like_torch(dtype: torch.dtype) -> None:
+    lin = nn.Linear(8, 4, bias=False)
+    with torch.no_grad():
+        lin.weight[1, 2] = float("nan")
+        lin.weight.copy_(lin.weight.to(dtype).float())
+    ours = global_magnitude_masks([lin.weight.detach().to(dtype)], 0.5)[0]
+    tprune.global_unstructured([(lin, "weight")], pruning_method=tprune.L1Unstructured, amount=0.5)
+    assert bool(ours[1, 2]) and torch.equal(ours, lin.weight_mask.bool())
+
+
 def test_rejects_bad_input() -> None:
     with pytest.raises(ValueError):
         global_magnitude_threshold([torch.randn(10)], 1.5)
