@@ -58,17 +58,16 @@ def sweep_once(ctx: WorkerContext) -> dict[str, int]:
 
 
 def _send(ctx: WorkerContext, job_id: str, queue: str) -> int:
-    with ctx.db.session() as s:
-        if not jobs_repo.mark_enqueued(s, job_id, utcnow()):
-            return 0
+    # Send, then mark: two sweepers may both send (the claim makes the second message a no-op),
+    # but a crash between the two steps can never leave a queued job without a message.
     try:
         ctx.broker.send_job(job_id, queue)
-        return 1
     except Exception:  # broker down: leave it unsent, the next pass tries again
         log.warning("could not send job %s", job_id, exc_info=True)
-        with ctx.db.session() as s:
-            jobs_repo.unmark_enqueued(s, job_id)
         return 0
+    with ctx.db.session() as s:
+        jobs_repo.mark_enqueued(s, job_id, utcnow())
+    return 1
 
 
 class Sweeper(threading.Thread):

@@ -71,6 +71,7 @@ class LatencyStats(BaseModel):
 
 class EpochRecord(BaseModel):
     epoch: int
+    phase: Literal["regularize", "finetune"] = "finetune"
     train_loss: float | None = None
     train_accuracy: float | None = None
     val_loss: float | None = None

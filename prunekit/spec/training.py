@@ -50,7 +50,15 @@ class EarlyStoppingSpec(_Strict):
 
 
 class FinetuneSpec(_Strict):
-    epochs: int = Field(5, ge=0, le=10_000)
+    epochs: int = Field(5, ge=0, le=10_000, description="Epochs of fine-tuning under the pruning masks.")
+    regularize_epochs: int = Field(
+        0,
+        ge=0,
+        le=10_000,
+        description="Regularize-then-prune: epochs trained with the regularizers before pruning. The "
+        "sparsity-inducing terms (l1, group_lasso, bn_l1) then drive weights toward what pruning removes, and are "
+        "dropped for the recovery epochs that follow (l2 and distillation stay).",
+    )
     batch_size: int = Field(64, ge=1, le=65_536)
     optimizer: OptimizerSpec = Field(default_factory=OptimizerSpec)
     lr_schedule: LRScheduleSpec = Field(default_factory=LRScheduleSpec)

@@ -57,7 +57,7 @@ def list_jobs(
 
 
 def mark_enqueued(session: Session, job_id: str, now: datetime) -> bool:
-    """Take the right to send this job's message (only one sender wins)."""
+    """Record that the job's message was sent (unsent queued jobs are resent by the sweeper)."""
     stmt = (
         update(JobRecord)
         .where(JobRecord.id == job_id, JobRecord.status == "queued", JobRecord.enqueued_at.is_(None))
@@ -148,7 +148,7 @@ def claim(session: Session, job_id: str, token: str, now: datetime, lease: timed
                 and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
             ),
             JobRecord.cancel_requested.is_(False),
-            # JobRecord.attempts < max_attempts,
+            JobRecord.attempts < max_attempts,
         )
         .values(
             status="running",

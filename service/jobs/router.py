@@ -273,7 +273,7 @@ def get_report_html(job: OwnedJob, state: StateDep) -> HTMLResponse:
         if job.report_html_key is not None:
             return HTMLResponse(b"".join(state.storage.iter_range(job.report_html_key)).decode("utf-8"))
         raise NotImplementedProblem("this server has no HTML report renderer installed") from None
-    return HTMLResponse(render_report_html(report))
+    return HTMLResponse(render_report_html(report, job_id=job.id))
 
 
 @router.get("/{job_id}/events", response_model=EventList)

@@ -144,16 +144,18 @@ def create_job(
 
 
 def enqueue(session: Session, broker: Broker, job: JobRecord) -> None:
-    """Send the job's message; if the broker is down the job stays queued and workers resend it later."""
-    if not repository.mark_enqueued(session, job.id, utcnow()):
-        return
-    session.commit()
+    """Send the job's message; if the broker is down the job stays queued and workers resend it later.
+
+    Sent first, marked after: a crash in between means a duplicate message at worst, which the
+    worker's claim turns into a no-op, never a job that nobody will run.
+    """
     try:
         broker.send_job(job.id, job.queue)
     except Exception:  # broker outage: the job is safe in the database and the sweeper resends it
         log.exception("could not send job %s to the broker; it will be resent", job.id)
-        repository.unmark_enqueued(session, job.id)
-        session.commit()
+        return
+    repository.mark_enqueued(session, job.id, utcnow())
+    session.commit()
 
 
 def cancel_job(session: Session, broker: Broker, job: JobRecord) -> JobRecord:

@@ -68,6 +68,7 @@ def test_digits_job_end_to_end(
         part = c.get(done["links"]["artifact"], headers={"Range": "bytes=0-99"})
         assert part.status_code == 206 and part.content == r.content[:100]
         events = c.get(done["links"]["events"]).json()["items"]
+        assert c.get(done["links"]["report_html"]).text.lower().count("<html") == 1
         metrics_text = c.get("/metrics").text
     artifact = tmp_path / done["artifact"]["name"]
     artifact.write_bytes(r.content)

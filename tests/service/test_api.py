@@ -274,7 +274,10 @@ def test_artifact_ranges_etag_and_report(client: TestClient, state: AppState) ->
 
     assert client.get(done["links"]["report"]).json() == report
     html = client.get(done["links"]["report_html"])
-    assert html.status_code in (200, 501)
+    assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
+    assert "<html" in html.text.lower()
+    page = client.get("/ui")
+    assert page.status_code == 200 and job["id"] in page.text
 
 
 def test_events_after(client: TestClient, state: AppState) -> None:

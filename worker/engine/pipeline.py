@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from prunekit.spec import JobSpec, MaskPruningSpec, ModelSpec
+from prunekit.spec import JobSpec, MaskPruningSpec, ModelSpec, StructuralPruning
 from prunekit.spec.report import (
     EpochRecord,
     Fidelity,
@@ -34,9 +34,11 @@ from worker.engine.models.loading import load_model
 from worker.engine.models.saving import save_model
 from worker.engine.progress import StageProgress
 from worker.engine.pruning import select_targets
-from worker.engine.training.finetune import FinetuneResult, TrainContext, finetune
+from worker.engine.structural_compress import prune_and_recover as structural_prune_and_recover
+from worker.engine.structural_compress import write_state_dict_sidecar
+from worker.engine.training.finetune import FinetuneResult
 from worker.engine.training.masking import MaskController
-from worker.engine.training.regularizers import RegularizedLoss
+from worker.engine.training.phases import PhaseInputs, prune_and_recover, recovery_spec, regularize_phase, renumber
 
 
 @dataclass
@@ -176,46 +178,45 @@ def _train_or_prune(
     state: JobState, model: LoadedModel, teacher: Measurement, cfg: MaskPruningSpec
 ) -> tuple[FinetuneResult, list[str]]:
     targets = select_targets(model.module, cfg)
+    names = [t.name for t in targets]
     ft = state.spec.finetune
-    epochs = ft.epochs if state.data is not None else 0
-    if state.data is None and ft.epochs > 0:
-        state.notes.append("no data was given: pruned without fine-tuning; accuracy was not measured")
-    if model.fixed_batch_size and ft.batch_size != model.fixed_batch_size:
-        state.notes.append(
-            f"the exported program has a static batch size: fine-tuned with batches of {model.fixed_batch_size}"
-        )
-        ft = ft.model_copy(update={"batch_size": model.fixed_batch_size})
-    steps = max(1, -(-len(state.data.x_train) // ft.batch_size)) if state.data is not None else 1
-    masks = MaskController(model.module, targets, cfg, epochs, steps, state.spec.seed)
-    if epochs == 0:
+    if state.data is None or (ft.epochs == 0 and ft.regularize_epochs == 0):
+        if state.data is None and (ft.epochs or ft.regularize_epochs):
+            state.notes.append("no data was given: pruned without fine-tuning; accuracy was not measured")
         with state.stage("prune"):
+            masks = MaskController(model.module, targets, cfg, 0, 1, state.spec.seed)
             masks.start()
             masks.finish()
-        return FinetuneResult(), [t.name for t in targets]
-    assert state.data is not None
-    norm_scales = [p for n, p in model.module.named_parameters() if p.dim() == 1 and n.endswith("weight")]
-    loss = RegularizedLoss(ft.regularizers, [t.param for t in targets], norm_scales, state.data.labelled)
-    if loss.distill is not None and ft.regularizers.distillation is None:
+        return FinetuneResult(), names
+    if model.fixed_batch_size and ft.batch_size != model.fixed_batch_size:
+        state.notes.append(
+            f"the exported program has a static batch size: trained with batches of {model.fixed_batch_size}"
+        )
+        ft = ft.model_copy(update={"batch_size": model.fixed_batch_size})
+    if not state.data.labelled and ft.regularizers.distillation is None:
         state.notes.append("unlabelled data: fine-tuned by distillation from the original model only")
-    ctx = TrainContext(
+    inp = PhaseInputs(
         model=model,
         data=state.data,
-        masks=masks,
-        loss=loss,
-        teacher_train_logits=teacher.train_logits if loss.needs_teacher else None,
-        teacher_val_logits=teacher.val_logits if loss.needs_teacher else None,
+        targets=targets,
+        cfg=cfg,
+        teacher_train_logits=teacher.train_logits,
+        teacher_val_logits=teacher.val_logits,
         device=state.device,
-        amp=state.device.type == "cuda",
         seed=state.spec.seed,
         eval_batch_size=state.spec.evaluation.batch_size,
-        fixed_batch=model.fixed_batch_size,
     )
-    with state.stage("prune", "computing masks"):
-        pass  # masks are computed by the controller as fine-tuning starts (one-shot) or along the schedule
+    total = ft.regularize_epochs + ft.epochs
+    first = FinetuneResult()
     with state.stage("finetune"):
-        result = finetune(ctx, ft, lambda rec, frac: _on_epoch(state, rec, frac))
-    state.notes.extend(result.notes)
-    return result, [t.name for t in targets]
+        if ft.regularize_epochs:
+            first = regularize_phase(inp, ft, lambda r, _: _on_epoch(state, r, r.epoch / total))
+            state.notes.append(f"regularize-then-prune: {ft.regularize_epochs} regularized epochs before pruning")
+        done = ft.regularize_epochs
+        result = prune_and_recover(inp, recovery_spec(ft), lambda r, _: _on_epoch(state, r, (done + r.epoch) / total))
+    result.history = renumber(first.history, result.history)
+    state.notes.extend([*first.notes, *result.notes])
+    return result, names
 
 
 def _on_epoch(state: JobState, record: EpochRecord, fraction: float) -> None:
@@ -224,6 +225,10 @@ def _on_epoch(state: JobState, record: EpochRecord, fraction: float) -> None:
 
 def _output_format(spec: JobSpec, model: LoadedModel) -> str:
     fmt = spec.output.format
+    if isinstance(spec.pruning, StructuralPruning) and model.format == "state_dict" and fmt in ("same", "state_dict"):
+        # The architecture's own constructor builds full widths: a dense smaller model needs a self-describing
+        # format. The state-dict and its widths are written beside it (model.state.safetensors, model.widths.json).
+        return "torchscript"
     if fmt == "same":
         return model.format
     if model.format != "state_dict" and fmt != model.format:
@@ -237,8 +242,6 @@ def run_compress(
     spec: JobSpec, model_path: Path, data_path: Path | None, out_dir: Path, progress: StageProgress
 ) -> Report:
     """Run a compress job and write the artifact and report.json into out_dir."""
-    if not isinstance(spec.pruning, MaskPruningSpec):
-        raise UnsupportedError(f"pruning method '{spec.pruning.method}' is not available for compress jobs yet")
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(spec.seed)
     device = resolve_device(spec.device)
@@ -251,24 +254,74 @@ def run_compress(
     with state.stage("baseline"):
         original = model.clone()  # kept unpruned: timed side by side with the artifact at the end
         before = _measure(state, model, model_path)
-    result, target_names = _train_or_prune(state, model, before, spec.pruning)
+    extra: dict[str, object] = {}
+    if isinstance(spec.pruning, StructuralPruning):
+        result, target_names, extra["structural"] = _structural(state, model, before, spec.pruning)
+    else:
+        result, target_names = _train_or_prune(state, model, before, spec.pruning)
     with state.stage("save"):
         artifact = save_model(model, out_dir, out_fmt, state.sample)  # type: ignore[arg-type]
+        if isinstance(spec.pruning, StructuralPruning):
+            widths = extra["structural"]["widths"]  # type: ignore[index]
+            extra["sidecar_files"] = write_state_dict_sidecar(model, out_dir, widths)
     with state.stage("evaluate", "re-measuring the saved artifact"):
         # Everything "after" is measured on the artifact as reloaded, i.e. what the user downloads.
-        reloaded = load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model)))  # type: ignore[arg-type]
+        reloaded = load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model, out_fmt)))  # type: ignore[arg-type]
         reloaded.module.to(device)
         after = _measure(state, reloaded, artifact)
         _time_both(state, original, reloaded, before, after)
-        sparsity = sparsity_stats(reloaded.module, set(target_names), spec.pruning.sparsity)
+        sparsity = sparsity_stats(reloaded.module, set(target_names), _target(spec))
+        if spec.output.also_onnx:
+            extra["onnx"] = _onnx(state, reloaded, out_dir)
     with state.stage("report"):
         report = _assemble(state, model, out_fmt, artifact, before, after, sparsity, result)
+        report.extra.update(extra)
         (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
     return report
 
 
-def _arch_fields(model: LoadedModel) -> dict[str, object]:
-    if model.architecture is None:
+def _target(spec: JobSpec) -> float:
+    if isinstance(spec.pruning, StructuralPruning):
+        return spec.pruning.channel_sparsity
+    return spec.pruning.sparsity
+
+
+def _structural(
+    state: JobState, model: LoadedModel, teacher: Measurement, cfg: StructuralPruning
+) -> tuple[FinetuneResult, list[str], dict[str, object]]:
+    assert state.sample is not None
+    ft = state.spec.finetune if state.data is not None else state.spec.finetune.model_copy(update={"epochs": 0})
+    args = {
+        "device": state.device,
+        "spec": ft,
+        "latency": state.spec.evaluation.latency,
+        "teacher_train_logits": teacher.train_logits,
+        "teacher_val_logits": teacher.val_logits,
+        "seed": state.spec.seed,
+        "eval_batch_size": state.spec.evaluation.batch_size,
+    }
+    with state.stage("prune", "removing channels"):
+        result, info = structural_prune_and_recover(
+            model, cfg, state.sample, state.data, args, lambda r, f: _on_epoch(state, r, f)
+        )
+    state.notes.append(
+        f"structural pruning: channels removed physically; MACs {info['macs_before']} -> {info['macs_after']}"
+    )
+    return result, [], info
+
+
+def _onnx(state: JobState, model: LoadedModel, out_dir: Path) -> dict[str, object]:
+    from worker.engine.export_onnx import export_onnx
+
+    assert state.sample is not None
+    check = export_onnx(model.module, state.sample.to(state.device), out_dir / "model.onnx")
+    if not check.passed:
+        state.notes.append(f"ONNX export differs from PyTorch by up to {check.max_abs_diff:.2e} (atol {check.atol})")
+    return check.to_dict()
+
+
+def _arch_fields(model: LoadedModel, out_fmt: str) -> dict[str, object]:
+    if model.architecture is None or out_fmt != "state_dict":
         return {}
     return {"architecture": model.architecture, "kwargs": model.arch_kwargs}
 

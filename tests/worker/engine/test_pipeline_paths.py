@@ -101,3 +101,13 @@ def test_gradual_schedule_reaches_target(torchscript_model: Path, digits_npz: Pa
     levels = [h.sparsity for h in report.history]
     assert levels == sorted(levels) and levels[0] < 0.8
     assert levels[-1] == pytest.approx(0.8) and abs(report.sparsity.global_sparsity - 0.8) < 0.005
+
+
+def test_regularize_then_prune_phase_plan(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    finetune = {"epochs": 1, "regularize_epochs": 2, "batch_size": 128, "regularizers": {"l1": 1e-4, "l2": 1e-4}}
+    spec = _spec(pruning={"method": "magnitude", "sparsity": 0.9}, finetune=finetune)
+    report = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False).report
+    assert [(h.epoch, h.phase) for h in report.history] == [(1, "regularize"), (2, "regularize"), (3, "finetune")]
+    assert [h.sparsity for h in report.history] == [0.0, 0.0, pytest.approx(0.9)]
+    assert any("regularize-then-prune" in n for n in report.notes)
+    assert abs(report.sparsity.global_sparsity - 0.9) < 0.005

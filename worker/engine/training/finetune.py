@@ -14,7 +14,7 @@ from prunekit.spec.report import EpochRecord
 from worker.engine.data import Dataset
 from worker.engine.evaluation.metrics import autocast_context, predict_logits, split_metrics
 from worker.engine.models.handle import LoadedModel
-from worker.engine.training.masking import MaskController
+from worker.engine.training.masking import MaskController, NoMasks
 from worker.engine.training.optim import build_optimizer, build_scheduler
 from worker.engine.training.regularizers import RegularizedLoss, distillation_loss
 
@@ -35,7 +35,7 @@ class TrainContext:
 
     model: LoadedModel
     data: Dataset
-    masks: MaskController
+    masks: MaskController | NoMasks
     loss: RegularizedLoss
     teacher_train_logits: torch.Tensor | None
     teacher_val_logits: torch.Tensor | None

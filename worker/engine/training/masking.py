@@ -72,3 +72,19 @@ class MaskController:
             self._set_level(self.cfg.sparsity)
         elif self.masks is not None:
             self.masks.apply(self.module)
+
+
+class NoMasks:
+    """For models already made smaller by structural pruning: nothing to mask, fine-tuning only recovers."""
+
+    level = 0.0
+    at_final = True
+
+    def start(self) -> None:
+        """Nothing to prune."""
+
+    def after_step(self, step: int) -> None:
+        """Nothing to re-zero."""
+
+    def finish(self) -> None:
+        """Nothing to enforce."""
