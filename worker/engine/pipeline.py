@@ -2,75 +2,29 @@
 
 from __future__ import annotations
 
-import time
-import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from prunekit.spec import JobSpec, MaskPruningSpec, ModelSpec, StructuralPruning
-from prunekit.spec.report import (
-    EpochRecord,
-    Fidelity,
-    LatencyStats,
-    PhaseMetrics,
-    Report,
-    SizeStats,
-    SparsityStats,
-)
+from prunekit.spec.report import EpochRecord, Report
 from worker.engine.data import Dataset, check_labels_fit, load_dataset
-from worker.engine.environment import describe_environment, resolve_device
+from worker.engine.environment import resolve_device
 from worker.engine.errors import InvalidDataError, InvalidSpecError, UnsupportedError
-from worker.engine.evaluation.flops import FLOPS_METHOD, count_flops
-from worker.engine.evaluation.latency import measure_latencies
-from worker.engine.evaluation.metrics import fidelity, predict_logits, split_metrics
-from worker.engine.evaluation.sparsity import count_params, sparsity_stats
-from worker.engine.gates import Measured, evaluate_gates
+from worker.engine.evaluation.sparsity import sparsity_stats
+from worker.engine.job_state import JobState
+from worker.engine.measure import Measurement, batch_of, measure, time_both
 from worker.engine.models.handle import LoadedModel
 from worker.engine.models.loading import load_model
 from worker.engine.models.saving import save_model
 from worker.engine.progress import StageProgress
 from worker.engine.pruning import select_targets
+from worker.engine.report import assemble_report
 from worker.engine.structural_compress import prune_and_recover as structural_prune_and_recover
 from worker.engine.structural_compress import write_state_dict_sidecar
 from worker.engine.training.finetune import FinetuneResult
 from worker.engine.training.masking import MaskController
 from worker.engine.training.phases import PhaseInputs, prune_and_recover, recovery_spec, regularize_phase, renumber
-
-
-@dataclass
-class Measurement:
-    """Everything measured on one model (before or after)."""
-
-    metrics: PhaseMetrics | None
-    val_logits: torch.Tensor | None
-    train_logits: torch.Tensor | None
-    size: SizeStats
-    latency: LatencyStats | None = None  # set by _time_both, which times before and after together
-
-
-@dataclass
-class JobState:
-    spec: JobSpec
-    model_path: Path
-    out_dir: Path
-    progress: StageProgress
-    device: torch.device
-    data: Dataset | None = None
-    sample: torch.Tensor | None = None
-    notes: list[str] = field(default_factory=list)
-    stage_seconds: dict[str, float] = field(default_factory=dict)
-
-    @contextmanager
-    def stage(self, name: str, message: str = "") -> Iterator[None]:
-        self.progress.update(name, 0.0, message or name)
-        started = time.perf_counter()
-        yield
-        self.stage_seconds[name] = round(time.perf_counter() - started, 4)
-        self.progress.update(name, 1.0, f"{name} done")
 
 
 def _example_sample(state: JobState, model: LoadedModel) -> torch.Tensor:
@@ -93,70 +47,6 @@ def _example_sample(state: JobState, model: LoadedModel) -> torch.Tensor:
     raise InvalidSpecError("model.input_shape is required when no data is given (to measure latency and FLOPs)")
 
 
-def _phase_metrics(
-    state: JobState, model: LoadedModel
-) -> tuple[PhaseMetrics | None, torch.Tensor | None, torch.Tensor | None]:
-    if state.data is None:
-        return None, None, None
-    bs, fixed = state.spec.evaluation.batch_size, model.fixed_batch_size
-    train_logits = predict_logits(model.module, state.data.x_train, bs, state.device, fixed)
-    val_logits = predict_logits(model.module, state.data.x_val, bs, state.device, fixed)
-    if not state.data.labelled:
-        return None, train_logits, val_logits
-    train = split_metrics(train_logits, state.data.y_train)
-    val = split_metrics(val_logits, state.data.y_val)
-    gap = train.accuracy - val.accuracy if train.accuracy is not None and val.accuracy is not None else None
-    return PhaseMetrics(train=train, val=val, gap=gap), train_logits, val_logits
-
-
-def _batch_of(sample: torch.Tensor, n: int) -> torch.Tensor:
-    return sample.expand(n, *sample.shape[1:]).contiguous()
-
-
-def _file_sizes(path: Path) -> tuple[int, int]:
-    raw = path.read_bytes()
-    return len(raw), len(zlib.compress(raw, 9))
-
-
-def _measure(state: JobState, model: LoadedModel, artifact: Path) -> Measurement:
-    model.set_train(False)
-    module = model.module
-    metrics, train_logits, val_logits = _phase_metrics(state, model)
-    assert state.sample is not None  # set right after loading
-    sample = state.sample.to(state.device)
-    per_call = model.fixed_batch_size or 1
-    dense, effective = count_flops(module, _batch_of(sample, per_call))
-    dense, effective = dense // per_call, effective // per_call
-    total, nonzero = count_params(module)
-    raw, zipped = _file_sizes(artifact)
-    size = SizeStats(
-        params_total=total,
-        params_nonzero=nonzero,
-        flops_dense=dense,
-        flops_effective=effective,
-        flops_method=FLOPS_METHOD,
-        artifact_bytes=raw,
-        artifact_zipped_bytes=zipped,
-    )
-    return Measurement(metrics, val_logits, train_logits, size)
-
-
-def _time_both(
-    state: JobState, original: LoadedModel, compressed: LoadedModel, before: Measurement, after: Measurement
-) -> None:
-    """Latency of the original and of the reloaded artifact, timed interleaved under the same load."""
-    assert state.sample is not None
-    spec = state.spec.evaluation.latency
-    fixed = compressed.fixed_batch_size or original.fixed_batch_size
-    if fixed and fixed != spec.batch_size:
-        # A program exported with a static batch size runs only at that size.
-        spec = spec.model_copy(update={"batch_size": fixed})
-        state.notes.append(f"latency measured at the exported program's static batch size {fixed}")
-    before.latency, after.latency = measure_latencies(
-        [original.module, compressed.module], state.sample.to(state.device), spec, state.device
-    )
-
-
 def _load_inputs(state: JobState, data_path: Path | None) -> LoadedModel:
     model = load_model(state.model_path, state.spec.model)
     if data_path is not None:
@@ -166,7 +56,7 @@ def _load_inputs(state: JobState, data_path: Path | None) -> LoadedModel:
     model.set_train(False)
     if state.data is not None:
         with torch.inference_mode():
-            out = model.module(_batch_of(state.sample, model.fixed_batch_size or 1).to(state.device))
+            out = model.module(batch_of(state.sample, model.fixed_batch_size or 1).to(state.device))
         out = out[0] if isinstance(out, (tuple, list)) else out
         if not isinstance(out, torch.Tensor) or out.dim() != 2:
             raise UnsupportedError("only classification models (output [batch, classes]) can be evaluated on data")
@@ -253,7 +143,7 @@ def run_compress(
         out_fmt = _output_format(spec, model)
     with state.stage("baseline"):
         original = model.clone()  # kept unpruned: timed side by side with the artifact at the end
-        before = _measure(state, model, model_path)
+        before = measure(state, model, model_path)
     extra: dict[str, object] = {}
     if isinstance(spec.pruning, StructuralPruning):
         result, target_names, extra["structural"] = _structural(state, model, before, spec.pruning)
@@ -266,15 +156,15 @@ def run_compress(
             extra["sidecar_files"] = write_state_dict_sidecar(model, out_dir, widths)
     with state.stage("evaluate", "re-measuring the saved artifact"):
         # Everything "after" is measured on the artifact as reloaded, i.e. what the user downloads.
-        reloaded = load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model, out_fmt)))  # type: ignore[arg-type]
+        reloaded = load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model, out_fmt)))
         reloaded.module.to(device)
-        after = _measure(state, reloaded, artifact)
-        _time_both(state, original, reloaded, before, after)
+        after = measure(state, reloaded, artifact)
+        time_both(state, original, reloaded, before, after)
         sparsity = sparsity_stats(reloaded.module, set(target_names), _target(spec))
         if spec.output.also_onnx:
             extra["onnx"] = _onnx(state, reloaded, out_dir)
     with state.stage("report"):
-        report = _assemble(state, model, out_fmt, artifact, before, after, sparsity, result)
+        report = assemble_report(state, model, out_fmt, artifact, before, after, sparsity, result)
         report.extra.update(extra)
         (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
     return report
@@ -324,87 +214,6 @@ def _arch_fields(model: LoadedModel, out_fmt: str) -> dict[str, object]:
     if model.architecture is None or out_fmt != "state_dict":
         return {}
     return {"architecture": model.architecture, "kwargs": model.arch_kwargs}
-
-
-def _fidelity(state: JobState, before: Measurement, after: Measurement) -> Fidelity | None:
-    if before.val_logits is None or after.val_logits is None:
-        return None
-    return fidelity(before.val_logits, after.val_logits, "val")
-
-
-def _data_summary(data: Dataset | None) -> dict[str, object]:
-    if data is None:
-        return {"given": False, "note": "no data: accuracy and fidelity were not measured"}
-    return {
-        "given": True,
-        "labelled": data.labelled,
-        "train_samples": len(data.x_train),
-        "val_samples": len(data.x_val),
-        "split": data.split,
-        "sample_shape": list(data.sample_shape),
-    }
-
-
-def _assemble(
-    state: JobState,
-    model: LoadedModel,
-    out_fmt: str,
-    artifact: Path,
-    before: Measurement,
-    after: Measurement,
-    sparsity: SparsityStats,
-    result: FinetuneResult,
-) -> Report:
-    spec = state.spec
-    drop = None
-    if (
-        before.metrics
-        and after.metrics
-        and before.metrics.val.accuracy is not None
-        and after.metrics.val.accuracy is not None
-    ):
-        drop = before.metrics.val.accuracy - after.metrics.val.accuracy
-    assert before.latency is not None and after.latency is not None
-    speedup = before.latency.median_ms / after.latency.median_ms if after.latency.median_ms > 0 else None
-    why = (
-        "not measured: no labelled data was given" if state.data is None or not state.data.labelled else "not measured"
-    )
-    measured = Measured(
-        accuracy_drop=drop,
-        sparsity=sparsity.global_sparsity,
-        latency_ms=after.latency.median_ms,
-        artifact_bytes=after.size.artifact_bytes,
-        speedup=speedup,
-        generalization_gap=after.metrics.gap if after.metrics else None,
-        why_missing=why,
-    )
-    gates = evaluate_gates(spec.gates, measured)
-    return Report(
-        kind=spec.kind,
-        status="passed" if all(g.passed for g in gates) else "gate_missed",
-        spec=spec.model_dump(mode="json"),
-        seed=spec.seed,
-        input_format=model.format,
-        output_format=out_fmt,
-        artifact_name=artifact.name,
-        data=_data_summary(state.data),
-        notes=state.notes,
-        before=before.metrics,
-        after=after.metrics,
-        accuracy_drop=drop,
-        fidelity=_fidelity(state, before, after),
-        sparsity=sparsity,
-        size_before=before.size,
-        size_after=after.size,
-        latency_before=before.latency,
-        latency_after=after.latency,
-        speedup=speedup,
-        history=result.history,
-        gates=gates,
-        stage_seconds=state.stage_seconds,
-        environment=describe_environment(state.device, state.device.type == "cuda"),
-        extra={"best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
-    )
 
 
 def require_data(data: Dataset | None, what: str) -> Dataset:

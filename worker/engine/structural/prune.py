@@ -67,7 +67,8 @@ class StructuralResult:
     seconds: float  # wall time of the whole call (graph building, scoring, pruning, counting)
     steps: int  # pruning steps taken
     channel_ratio: float  # share of channels removed per prunable layer (global ratio with global_ranking)
-    history: list[list[Any]] = field(default_factory=list)  # torch-pruning history: [layer, is_out, indices]
+    # torch-pruning history [layer, is_out, indices]; indices refer to the model as it was at that step
+    history: list[list[Any]] = field(default_factory=list)
     latency_before: float | None = None  # latency_fn values; set when target_speedup was used
     latency_after: float | None = None
 

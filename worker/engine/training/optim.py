@@ -12,7 +12,8 @@ from prunekit.spec import FinetuneSpec
 
 def build_optimizer(params: Iterable[tuple[str, torch.nn.Parameter]], spec: FinetuneSpec) -> torch.optim.Optimizer:
     """Weight decay (the L2 regularizer) applies to weight matrices and kernels only, not biases or norm scales."""
-    decay, no_decay = [], []
+    decay: list[torch.nn.Parameter] = []
+    no_decay: list[torch.nn.Parameter] = []
     for _, p in params:
         if not p.requires_grad:
             continue

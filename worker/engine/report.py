@@ -1,0 +1,96 @@
+"""Assemble the report of a compress job from what was measured."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from prunekit.spec.report import Fidelity, Report, SparsityStats
+from worker.engine.data import Dataset
+from worker.engine.environment import describe_environment
+from worker.engine.evaluation.metrics import fidelity
+from worker.engine.gates import Measured, evaluate_gates
+from worker.engine.job_state import JobState
+from worker.engine.measure import Measurement
+from worker.engine.models.handle import LoadedModel
+from worker.engine.training.finetune import FinetuneResult
+
+
+def fidelity_of(state: JobState, before: Measurement, after: Measurement) -> Fidelity | None:
+    if before.val_logits is None or after.val_logits is None:
+        return None
+    return fidelity(before.val_logits, after.val_logits, "val")
+
+
+def data_summary(data: Dataset | None) -> dict[str, object]:
+    if data is None:
+        return {"given": False, "note": "no data: accuracy and fidelity were not measured"}
+    return {
+        "given": True,
+        "labelled": data.labelled,
+        "train_samples": len(data.x_train),
+        "val_samples": len(data.x_val),
+        "split": data.split,
+        "sample_shape": list(data.sample_shape),
+    }
+
+
+def assemble_report(
+    state: JobState,
+    model: LoadedModel,
+    out_fmt: str,
+    artifact: Path,
+    before: Measurement,
+    after: Measurement,
+    sparsity: SparsityStats,
+    result: FinetuneResult,
+) -> Report:
+    spec = state.spec
+    drop = None
+    if (
+        before.metrics
+        and after.metrics
+        and before.metrics.val.accuracy is not None
+        and after.metrics.val.accuracy is not None
+    ):
+        drop = before.metrics.val.accuracy - after.metrics.val.accuracy
+    assert before.latency is not None and after.latency is not None
+    speedup = before.latency.median_ms / after.latency.median_ms if after.latency.median_ms > 0 else None
+    why = (
+        "not measured: no labelled data was given" if state.data is None or not state.data.labelled else "not measured"
+    )
+    measured = Measured(
+        accuracy_drop=drop,
+        sparsity=sparsity.global_sparsity,
+        latency_ms=after.latency.median_ms,
+        artifact_bytes=after.size.artifact_bytes,
+        speedup=speedup,
+        generalization_gap=after.metrics.gap if after.metrics else None,
+        why_missing=why,
+    )
+    gates = evaluate_gates(spec.gates, measured)
+    return Report(
+        kind=spec.kind,
+        status="passed" if all(g.passed for g in gates) else "gate_missed",
+        spec=spec.model_dump(mode="json"),
+        seed=spec.seed,
+        input_format=model.format,
+        output_format=out_fmt,
+        artifact_name=artifact.name,
+        data=data_summary(state.data),
+        notes=state.notes,
+        before=before.metrics,
+        after=after.metrics,
+        accuracy_drop=drop,
+        fidelity=fidelity_of(state, before, after),
+        sparsity=sparsity,
+        size_before=before.size,
+        size_after=after.size,
+        latency_before=before.latency,
+        latency_after=after.latency,
+        speedup=speedup,
+        history=result.history,
+        gates=gates,
+        stage_seconds=state.stage_seconds,
+        environment=describe_environment(state.device, state.device.type == "cuda"),
+        extra={"best_epoch": result.best_epoch, "stopped_early": result.stopped_early},
+    )
