@@ -10,6 +10,7 @@ from kombu import Queue
 from service.core.config import Settings
 
 RUN_JOB_TASK = "prunekit.run_job"
+RUN_TRIAL_TASK = "prunekit.run_trial"
 WEBHOOK_TASK = "prunekit.deliver_webhook"
 QUEUES = ("cpu", "gpu")
 

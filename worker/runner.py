@@ -190,6 +190,23 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def download_inputs(ctx: WorkerContext, job: JobRecord, folder: Path) -> tuple[Path, Path | None]:
+    """Fetch the job's model (and dataset) from storage into `folder`."""
+    with ctx.db.session() as s:
+        model_rec = files_repo.get_file_any(s, job.model_file_id)
+        data_rec = files_repo.get_file_any(s, job.data_file_id) if job.data_file_id else None
+    if model_rec is None or (job.data_file_id and data_rec is None):
+        raise ObjectMissing("an input file of this job was deleted")
+    folder.mkdir(parents=True, exist_ok=True)
+    model_path = folder / f"model{_suffix(model_rec.name)}"
+    ctx.storage.get_file(model_rec.storage_key, model_path)
+    data_path = None
+    if data_rec is not None:
+        data_path = folder / f"data{_suffix(data_rec.name)}"
+        ctx.storage.get_file(data_rec.storage_key, data_path)
+    return model_path, data_path
+
+
 def _notify(ctx: WorkerContext, job_id: str) -> None:
     """Queue the webhook of a job that just reached a terminal state (if it has one)."""
     with ctx.db.session() as s:
@@ -294,26 +311,21 @@ def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str, keeper: LeaseKe
         tmpdir = Path(tmp)
         try:
             spec = parse_spec(job.spec)
-            with ctx.db.session() as s:
-                model_rec = files_repo.get_file_any(s, job.model_file_id)
-                data_rec = files_repo.get_file_any(s, job.data_file_id) if job.data_file_id else None
-            if model_rec is None or (job.data_file_id and data_rec is None):
-                raise ObjectMissing("an input file of this job was deleted")
-            (tmpdir / "in").mkdir()
-            model_path = tmpdir / "in" / f"model{_suffix(model_rec.name)}"
-            ctx.storage.get_file(model_rec.storage_key, model_path)
-            data_path = None
-            if data_rec is not None:
-                data_path = tmpdir / "in" / f"data{_suffix(data_rec.name)}"
-                ctx.storage.get_file(data_rec.storage_key, data_path)
-            out_dir = tmpdir / "out"
-            out_dir.mkdir()
-            outputs = run_job(
-                JobInputs(model_path=model_path, spec=spec, data_path=data_path),
-                out_dir,
-                progress=writer,
-                isolate=settings.engine_isolate,
-            )
+            model_path, data_path = download_inputs(ctx, job, tmpdir / "in")
+            if spec.kind == "sweep":
+                # Each trial is claimed from the job_trials table by this task or any `run_trial` task.
+                from worker.sweeps import run_distributed_sweep
+
+                outputs = run_distributed_sweep(ctx, job, spec, writer, keeper, model_path, data_path, tmpdir)
+            else:
+                out_dir = tmpdir / "out"
+                out_dir.mkdir()
+                outputs = run_job(
+                    JobInputs(model_path=model_path, spec=spec, data_path=data_path),
+                    out_dir,
+                    progress=writer,
+                    isolate=settings.engine_isolate,
+                )
             writer.flush()
         except JobCanceledError as exc:
             return _stop(ctx, job.id, token, keeper, str(exc))

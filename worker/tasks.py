@@ -12,7 +12,7 @@ from service.core.broker import Broker
 from service.core.config import Settings
 from service.jobs import repository as jobs_repo
 from service.webhooks.delivery import deliver
-from worker.celery_app import RUN_JOB_TASK, WEBHOOK_TASK
+from worker.celery_app import RUN_JOB_TASK, RUN_TRIAL_TASK, WEBHOOK_TASK
 from worker.runner import DatabaseUnavailable, WorkerContext, execute_job, make_context
 from worker.sweeper import Sweeper
 
@@ -51,6 +51,16 @@ def run_job_task(self: Task, job_id: str) -> str:
         log.warning("%s; retrying", exc)
         raise self.retry(exc=exc, countdown=min(60, 5 * 2**self.request.retries), max_retries=30) from exc
     log.info("job %s: %s", job_id, outcome)
+    return outcome
+
+
+@shared_task(name=RUN_TRIAL_TASK, bind=True)
+def run_trial_task(self: Task, job_id: str) -> str:
+    """Help run the trials of the sweep job `job_id` until none is left to claim (never finalizes it)."""
+    from worker.sweeps import execute_trials
+
+    outcome = execute_trials(context_for(self.app), job_id)
+    log.info("sweep %s trials: %s", job_id, outcome)
     return outcome
 
 

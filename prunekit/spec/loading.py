@@ -19,11 +19,19 @@ class SpecError(ValueError):
         self.errors = errors or []
 
 
+_METHODS = {"magnitude", "random", "channel", "nm", "structural"}
+
+
+def _path(loc: tuple[int | str, ...]) -> str:
+    # pydantic puts the discriminator's value in the path (pruning.magnitude.sparsity); users wrote pruning.sparsity.
+    parts = list(loc)
+    if len(parts) >= 2 and parts[0] == "pruning" and parts[1] in _METHODS:
+        del parts[1]
+    return ".".join(str(p) for p in parts)
+
+
 def _format_errors(exc: ValidationError) -> list[dict[str, Any]]:
-    return [
-        {"loc": ".".join(str(p) for p in err["loc"]), "msg": err["msg"], "type": err["type"]}
-        for err in exc.errors(include_url=False)
-    ]
+    return [{"loc": _path(err["loc"]), "msg": err["msg"], "type": err["type"]} for err in exc.errors(include_url=False)]
 
 
 def parse_spec(data: Any) -> JobSpec:

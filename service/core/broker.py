@@ -7,7 +7,7 @@ import logging
 from celery import Celery
 
 from service.core.config import Settings
-from worker.celery_app import QUEUES, RUN_JOB_TASK, WEBHOOK_TASK, create_celery
+from worker.celery_app import QUEUES, RUN_JOB_TASK, RUN_TRIAL_TASK, WEBHOOK_TASK, create_celery
 
 log = logging.getLogger(__name__)
 
@@ -19,6 +19,10 @@ class Broker:
 
     def send_job(self, job_id: str, queue: str) -> None:
         self.app.send_task(RUN_JOB_TASK, args=[job_id], queue=queue, routing_key=queue)
+
+    def send_trial(self, job_id: str, queue: str) -> None:
+        """Ask any worker on `queue` to help with the trials of the sweep job `job_id`."""
+        self.app.send_task(RUN_TRIAL_TASK, args=[job_id], queue=queue, routing_key=queue)
 
     def send_webhook(self, job_id: str, queue: str) -> None:
         self.app.send_task(WEBHOOK_TASK, args=[job_id], queue=queue, routing_key=queue)

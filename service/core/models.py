@@ -1,4 +1,4 @@
-"""ORM tables: files, jobs, job events and stage durations (the job store of record)."""
+"""ORM tables: files, jobs, job events, sweep trials and stage durations (the job store of record)."""
 
 from __future__ import annotations
 
@@ -97,3 +97,33 @@ class StageDuration(Base):
     job_id: Mapped[str] = mapped_column(String(40), index=True)
     stage: Mapped[str] = mapped_column(String(32))
     seconds: Mapped[float] = mapped_column(Float)
+
+
+class JobTrial(Base):
+    """One trial of a sweep job: claimed and run by any worker (the job's own task or a `run_trial` task)."""
+
+    __tablename__ = "job_trials"
+    __table_args__ = (
+        UniqueConstraint("job_id", "idx", name="uq_job_trials_job_idx"),
+        Index("ix_job_trials_job_status", "job_id", "status"),
+    )
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
+    idx: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(255))
+    # pending | running | done | failed
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Who ran (or runs) it: "<hostname>:<pid>" of the worker process.
+    worker: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    # Storage prefix holding the trial's report.json and artifact once done.
+    result_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    error_code: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

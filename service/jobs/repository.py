@@ -15,7 +15,7 @@ from sqlalchemy import and_, delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
-from service.core.models import JobEvent, JobRecord, StageDuration
+from service.core.models import JobEvent, JobRecord, JobTrial, StageDuration
 
 
 def _rows(session: Session, stmt: Any) -> int:
@@ -90,6 +90,7 @@ def request_cancel(session: Session, job_id: str, now: datetime) -> bool:
 
 def delete_job(session: Session, job: JobRecord) -> None:
     session.execute(delete(JobEvent).where(JobEvent.job_id == job.id))
+    session.execute(delete(JobTrial).where(JobTrial.job_id == job.id))
     session.delete(job)
 
 

@@ -94,7 +94,7 @@ def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | Non
 
 
 def default_limits(device: str = "auto") -> Any:
-    """Sandbox limits for a job: 8 GiB of memory above the interpreter, 4 h of CPU, 8 GiB per written file."""
+    """Sandbox limits for a job: 8 GiB of memory above the interpreter, 24 h of CPU, 8 GiB per written file."""
     import torch
 
     from worker.engine.isolation import SandboxLimits
@@ -102,7 +102,7 @@ def default_limits(device: str = "auto") -> Any:
     uses_cuda = device != "cpu" and torch.cuda.is_available()
     return SandboxLimits(
         memory_bytes=8 * 1024**3,
-        cpu_seconds=4 * 3600,
+        cpu_seconds=24 * 3600,  # CPU time of all threads; the service also enforces wall-clock limits
         file_size_bytes=8 * 1024**3,
         uses_cuda=uses_cuda,
     )

@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import resource
+import signal
 import sys
 import threading
 import traceback
@@ -119,6 +120,21 @@ def _classify(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
     return {"code": EngineError.code, "message": f"internal error in the sandboxed job: {type(exc).__name__}: {first}"}
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent(parent_pid: int | None) -> None:
+    # The child runs in its own session, so a worker killed with -9 (or by Celery's hard time limit) would leave
+    # it running as an orphan that can no longer publish anything: have the kernel kill it with its parent.
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect
+
+
 def main(config_path: str) -> int:
     """Run the configured target under its limits; the outcome goes to the result file, events to the pipe."""
     config = json.loads(Path(config_path).read_text())
@@ -133,6 +149,7 @@ def main(config_path: str) -> int:
         with lock:
             events.write(line + "\n")
 
+    _die_with_parent(config.get("parent_pid"))
     network = _unshare_network() if limits.get("isolate_network", True) else "not isolated: disabled by configuration"
     rlimits: dict[str, int | None] = {
         # soft limit first (SIGXCPU, which the parent reports); the hard limit SIGKILLs a job that ignores it

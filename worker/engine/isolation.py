@@ -238,6 +238,7 @@ def run_isolated(
             "result_path": paths["result"],
             "sandbox_path": paths["sandbox"],
             "event_fd": write_fd,
+            "parent_pid": os.getpid(),
             "limits": asdict(limits),
             "sys_path": [p for p in sys.path if p],  # the child imports the target as this process would
             "preload": list(preload),

@@ -1,0 +1,158 @@
+"""SQL for the trials of sweep jobs: any worker claims the next trial with one conditional UPDATE.
+
+A trial is claimable while `pending`, or `running` with an expired lease (its worker died); a claim
+sets a fresh lease token, and every later change of that trial requires the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session
+
+from service.core.models import JobTrial
+
+FINISHED = ("done", "failed")
+
+
+def _rows(session: Session, stmt: Any) -> int:
+    result = session.execute(stmt.execution_options(synchronize_session=False))
+    assert isinstance(result, CursorResult)
+    return int(result.rowcount)
+
+
+def create_trials(session: Session, job_id: str, names: Sequence[str], now: datetime) -> None:
+    """Insert the rows of a sweep's trials; rows that exist (an earlier attempt of the job) are kept."""
+    have = set(session.scalars(select(JobTrial.idx).where(JobTrial.job_id == job_id)).all())
+    for idx, name in enumerate(names):
+        if idx not in have:
+            session.add(
+                JobTrial(
+                    job_id=job_id,
+                    idx=idx,
+                    name=name[:255],
+                    status="pending",
+                    attempts=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+    session.flush()
+
+
+def list_trials(session: Session, job_id: str) -> Sequence[JobTrial]:
+    stmt = select(JobTrial).where(JobTrial.job_id == job_id).order_by(JobTrial.idx)
+    # Rows changed by our own conditional UPDATEs must be read again, not taken from the identity map.
+    return session.scalars(stmt.execution_options(populate_existing=True)).all()
+
+
+def _claimable(now: datetime, max_attempts: int) -> Any:
+    return and_(
+        or_(JobTrial.status == "pending", and_(JobTrial.status == "running", JobTrial.lease_expires_at < now)),
+        JobTrial.attempts < max_attempts,
+    )
+
+
+def claim_next(
+    session: Session, job_id: str, token: str, worker: str, now: datetime, lease: timedelta, max_attempts: int
+) -> JobTrial | None:
+    """Take the first claimable trial of the job; None when there is none left (or others won them all)."""
+    candidates = session.scalars(
+        select(JobTrial.idx)
+        .where(JobTrial.job_id == job_id, _claimable(now, max_attempts))
+        .order_by(JobTrial.idx)
+        .limit(20)
+    ).all()
+    for idx in candidates:
+        stmt = (
+            update(JobTrial)
+            .where(JobTrial.job_id == job_id, JobTrial.idx == idx, _claimable(now, max_attempts))
+            .values(
+                status="running",
+                lease_token=token,
+                lease_expires_at=now + lease,
+                attempts=JobTrial.attempts + 1,
+                worker=worker[:128],
+                started_at=now,
+                updated_at=now,
+            )
+        )
+        if _rows(session, stmt) == 1:
+            session.commit()
+            stmt2 = select(JobTrial).where(JobTrial.job_id == job_id, JobTrial.idx == idx)
+            return session.scalar(stmt2.execution_options(populate_existing=True))
+    return None
+
+
+def renew(session: Session, job_id: str, idx: int, token: str, until: datetime) -> bool:
+    stmt = (
+        update(JobTrial)
+        .where(
+            JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
+        )
+        .values(lease_expires_at=until)
+    )
+    return _rows(session, stmt) == 1
+
+
+def finish(session: Session, job_id: str, idx: int, token: str, status: str, now: datetime, **values: Any) -> bool:
+    """Move our running trial to done, failed, or back to pending; False if someone else holds it now."""
+    stmt = (
+        update(JobTrial)
+        .where(
+            JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
+        )
+        .values(
+            status=status,
+            lease_token=None,
+            lease_expires_at=None,
+            updated_at=now,
+            finished_at=now if status in FINISHED else None,
+            **values,
+        )
+    )
+    return _rows(session, stmt) == 1
+
+
+def release(session: Session, job_id: str, idx: int, token: str, now: datetime) -> bool:
+    """Give an unfinished trial back (canceled, stopped): another worker may claim it at once."""
+    stmt = (
+        update(JobTrial)
+        .where(
+            JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
+        )
+        .values(
+            status="pending", lease_token=None, lease_expires_at=None, updated_at=now, attempts=JobTrial.attempts - 1
+        )
+    )
+    return _rows(session, stmt) == 1
+
+
+def fail_exhausted(session: Session, job_id: str, now: datetime, max_attempts: int, message: str) -> int:
+    """Fail trials whose worker died on each of their attempts (nobody may claim them any more)."""
+    stmt = (
+        update(JobTrial)
+        .where(
+            JobTrial.job_id == job_id,
+            JobTrial.attempts >= max_attempts,
+            or_(JobTrial.status == "pending", and_(JobTrial.status == "running", JobTrial.lease_expires_at < now)),
+        )
+        .values(
+            status="failed",
+            lease_token=None,
+            lease_expires_at=None,
+            error_code="worker_lost",
+            error_message=message,
+            updated_at=now,
+            finished_at=now,
+        )
+    )
+    return _rows(session, stmt)
+
+
+def delete_trials(session: Session, job_id: str) -> None:
+    session.execute(delete(JobTrial).where(JobTrial.job_id == job_id))
