@@ -54,7 +54,17 @@ def test_gate_missed_exit_code(torchscript_model: Path, digits_npz: Path, tmp_pa
             }
         )
     )
-    args = ["compress", str(torchscript_model), "-s", str(spec), "-d", str(digits_npz), "-o", str(tmp_path / "o"), "--json"]
+    args = [
+        "compress",
+        str(torchscript_model),
+        "-s",
+        str(spec),
+        "-d",
+        str(digits_npz),
+        "-o",
+        str(tmp_path / "o"),
+        "--json",
+    ]
     result = runner.invoke(app, args)
     assert result.exit_code == ExitCode.GATE_MISSED, result.output
     assert "MISSED" in result.output

@@ -34,12 +34,19 @@ def test_sensitivity_job(torchscript_model: Path, digits_npz: Path, tmp_path: Pa
     out = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False)
     sens = out.report.sensitivity
     assert sens is not None and out.artifact_path is None
-    assert {layer["name"] for layer in sens["layers"]} == {"features.0.weight", "features.3.weight", "classifier.1.weight"}
+    assert {layer["name"] for layer in sens["layers"]} == {
+        "features.0.weight",
+        "features.3.weight",
+        "classifier.1.weight",
+    }
     for layer in sens["layers"]:
         assert layer["drops"][-1] >= layer["drops"][0] - 0.02  # more pruning hurts at least as much, roughly
     # The recommendation plugs straight into a compress spec.
     compress = JobSpec.model_validate(
-        {**BASE, "pruning": {"method": "magnitude", "scope": "layerwise", "overrides": sens["recommendation"]["overrides"]}}
+        {
+            **BASE,
+            "pruning": {"method": "magnitude", "scope": "layerwise", "overrides": sens["recommendation"]["overrides"]},
+        }
     )
     report = run_job(JobInputs(torchscript_model, compress, digits_npz), tmp_path / "c", isolate=False).report
     assert report.sparsity.global_sparsity > 0
@@ -60,8 +67,12 @@ def test_search_meets_tolerance_on_reevaluation(torchscript_model: Path, digits_
     import torch
 
     spec = JobSpec.model_validate(
-        {**BASE, "kind": "search", "finetune": {"epochs": 2, "batch_size": 64},
-         "search": {"tolerance": 0.02, "low": 0.5, "high": 0.99, "max_trials": 4}}
+        {
+            **BASE,
+            "kind": "search",
+            "finetune": {"epochs": 2, "batch_size": 64},
+            "search": {"tolerance": 0.02, "low": 0.5, "high": 0.99, "max_trials": 4},
+        }
     )
     out = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False)
     report = out.report

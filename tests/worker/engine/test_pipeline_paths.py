@@ -89,7 +89,7 @@ def test_malicious_pickle_fails_in_the_sandbox_and_runs_nothing(tmp_path: Path) 
     model = tmp_path / "model.pt"
     torch.save({"weight": Evil()}, model)
     spec = _spec(model={"architecture": "prunekit/digits_cnn", "input_shape": [1, 8, 8]})
-    with pytest.raises(UnsafeModelError, match="nothing was run|refused"):
+    with pytest.raises(UnsafeModelError, match=r"nothing was run|refused"):
         run_job(JobInputs(model, spec), tmp_path / "out")
     assert not marker.exists()
 
@@ -111,3 +111,46 @@ def test_regularize_then_prune_phase_plan(torchscript_model: Path, digits_npz: P
     assert [h.sparsity for h in report.history] == [0.0, 0.0, pytest.approx(0.9)]
     assert any("regularize-then-prune" in n for n in report.notes)
     assert abs(report.sparsity.global_sparsity - 0.9) < 0.005
+
+
+@pytest.mark.parametrize(
+    ("pruning", "expected"),
+    [
+        ({"method": "nm", "n": 2, "m": 4, "exclude": ["features.0.weight"]}, 0.5),
+        ({"method": "channel", "sparsity": 0.5, "norm": "l2"}, 0.5),
+        ({"method": "random", "sparsity": 0.6}, 0.6),
+    ],
+)
+def test_other_mask_methods_in_a_job(
+    state_dict_model: Path, digits_npz: Path, tmp_path: Path, pruning: dict[str, object], expected: float
+) -> None:
+    report = run_job(JobInputs(state_dict_model, _spec(pruning=pruning), digits_npz), tmp_path, isolate=False).report
+    assert abs(report.sparsity.global_sparsity - expected) < 0.02
+    assert report.output_format == "state_dict"
+
+
+def test_early_stopping_restores_best(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    # min_delta 1.0 cannot be beaten: epoch 1 is best, epoch 2 is stale, training stops and epoch 1 is restored.
+    finetune = {"epochs": 5, "batch_size": 128, "early_stopping": {"patience": 1, "min_delta": 1.0}}
+    report = run_job(JobInputs(torchscript_model, _spec(finetune=finetune), digits_npz), tmp_path, isolate=False).report
+    assert report.extra["stopped_early"] is True and report.extra["best_epoch"] == 1
+    assert len(report.history) == 2
+    assert report.after is not None
+    assert report.after.val.accuracy == pytest.approx(report.history[0].val_accuracy, abs=1e-9)
+
+
+def test_diverging_fine_tuning_fails_with_advice(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    finetune = {"epochs": 3, "batch_size": 128, "optimizer": {"name": "sgd", "lr": 10.0}}
+    with pytest.raises(InvalidSpecError, match="diverged"):
+        run_job(JobInputs(torchscript_model, _spec(finetune=finetune), digits_npz), tmp_path, isolate=False)
+
+
+def test_state_dict_input_written_as_torchscript_and_export(
+    state_dict_model: Path, digits_npz: Path, tmp_path: Path
+) -> None:
+    for fmt, loader in (("torchscript", torch.jit.load), ("export", lambda p: torch.export.load(p).module())):
+        spec = _spec(output={"format": fmt})
+        out = run_job(JobInputs(state_dict_model, spec, digits_npz), tmp_path / fmt, isolate=False)
+        assert out.report.output_format == fmt and out.artifact_path is not None
+        module = loader(str(out.artifact_path))
+        assert module(torch.zeros(3, 1, 8, 8)).shape == (3, 10)

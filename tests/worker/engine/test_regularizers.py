@@ -16,8 +16,9 @@ def test_l1_and_group_lasso_values() -> None:
 
 
 def test_distillation_is_zero_for_identical_logits() -> None:
-    logits = torch.randn(4, 10)
-    assert distillation_loss(logits, logits, DistillationSpec()).item() == pytest.approx(0.0, abs=1e-6)
+    logits = torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    # float32 softmax vs log_softmax round differently; T^2 = 16 scales that to ~1e-6
+    assert distillation_loss(logits, logits, DistillationSpec()).item() == pytest.approx(0.0, abs=1e-4)
     assert distillation_loss(logits, -logits, DistillationSpec()).item() > 0.1
 
 

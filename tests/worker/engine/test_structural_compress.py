@@ -55,7 +55,9 @@ def test_structural_job(tiny_resnet_state: Path, digits_npz: Path, tmp_path: Pat
         torch.testing.assert_close(scripted(x), rebuilt.eval()(x))
 
 
-def test_torchscript_input_cannot_be_pruned_structurally(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+def test_torchscript_input_cannot_be_pruned_structurally(
+    torchscript_model: Path, digits_npz: Path, tmp_path: Path
+) -> None:
     spec = JobSpec.model_validate({"pruning": {"method": "structural"}, "finetune": {"epochs": 0}})
     with pytest.raises(UnsupportedError):
         run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path, isolate=False)

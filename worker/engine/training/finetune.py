@@ -12,6 +12,7 @@ import torch
 from prunekit.spec import FinetuneSpec
 from prunekit.spec.report import EpochRecord
 from worker.engine.data import Dataset
+from worker.engine.errors import InvalidSpecError
 from worker.engine.evaluation.metrics import autocast_context, predict_logits, split_metrics
 from worker.engine.models.handle import LoadedModel
 from worker.engine.training.masking import MaskController, NoMasks
@@ -67,6 +68,11 @@ def _train_epoch(
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
         loss = ctx.loss(logits, y, t_logits)
+        if not torch.isfinite(loss):
+            raise InvalidSpecError(
+                f"fine-tuning diverged: the loss became {float(loss)} at step {step + 1}; "
+                "lower finetune.optimizer.lr or the regularizer coefficients"
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if spec.max_grad_norm is not None:
@@ -83,6 +89,16 @@ def _train_epoch(
     return step, total_loss / max(seen, 1), acc
 
 
+def _check_finite(module: torch.nn.Module, epoch: int) -> None:
+    """Weights or statistics that overflowed make a model that cannot be delivered: stop with advice."""
+    bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise InvalidSpecError(
+            f"fine-tuning diverged in epoch {epoch}: NaN or Inf in {', '.join(bad[:5])}; "
+            "lower finetune.optimizer.lr or the regularizer coefficients"
+        )
+
+
 def _validate(ctx: TrainContext) -> tuple[float | None, float | None]:
     """Validation (loss, accuracy); without labels the loss is the distillation KL to the original."""
     logits = predict_logits(ctx.model.module, ctx.data.x_val, ctx.eval_batch_size, ctx.device, ctx.fixed_batch)
@@ -95,7 +111,7 @@ def _validate(ctx: TrainContext) -> tuple[float | None, float | None]:
 
 
 def _improved(value: float | None, best: float | None, higher_is_better: bool, min_delta: float) -> bool:
-    if value is None:
+    if value is None or value != value:  # NaN never improves
         return False
     if best is None:
         return True
@@ -118,6 +134,7 @@ def finetune(ctx: TrainContext, spec: FinetuneSpec, on_epoch: EpochCallback) -> 
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         step, train_loss, train_acc = _train_epoch(ctx, spec, optimizer, step, gen)
+        _check_finite(ctx.model.module, epoch)
         scheduler.step()
         if epoch == spec.epochs:
             ctx.masks.finish()  # evaluate the last epoch at the final sparsity
