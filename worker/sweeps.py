@@ -255,7 +255,7 @@ def run_distributed_sweep(
 ) -> Any:
     """The job's own task: share the trials out, run some, wait for the rest, finalize; returns JobOutputs."""
     from worker.engine.analysis.sweep import finalize_sweep, plan_sweep
-    from worker.engine.api import JobOutputs
+    from worker.engine.api import JobOutputs, render_html
 
     settings = ctx.settings
     plans = plan_sweep(spec)
@@ -334,18 +334,8 @@ def run_distributed_sweep(
     log.info("sweep %s: %d trials done, %d failed, on %s", job.id, len(done), len(failed), ", ".join(workers))
     artifact_path = out_dir / report.artifact_name if report.artifact_name else None
     return JobOutputs(
-        report=report, report_path=report_path, artifact_path=artifact_path, html_path=_html(report, out_dir)
+        report=report, report_path=report_path, artifact_path=artifact_path, html_path=render_html(report, out_dir)
     )
-
-
-def _html(report: Any, out_dir: Path) -> Path | None:
-    try:
-        from prunekit.reporting.html import render_report_html
-    except ImportError:
-        return None
-    path = out_dir / "report.html"
-    path.write_text(render_report_html(report.model_dump(mode="json")), encoding="utf-8")
-    return path
 
 
 def execute_trials(ctx: WorkerContext, job_id: str) -> str:

@@ -117,11 +117,12 @@ def _finish(out_dir: Path, isolation: Isolation) -> JobOutputs:
     report_path.write_text(report.model_dump_json(indent=2))
     artifact = out_dir / report.artifact_name if report.artifact_name else None
     return JobOutputs(
-        report=report, report_path=report_path, artifact_path=artifact, html_path=_render_html(report, out_dir)
+        report=report, report_path=report_path, artifact_path=artifact, html_path=render_html(report, out_dir)
     )
 
 
-def _render_html(report: Report, out_dir: Path) -> Path | None:
+def render_html(report: Report, out_dir: Path) -> Path | None:
+    """Write out_dir/report.html when the renderer (matplotlib) is installed; None otherwise."""
     try:
         from prunekit.reporting.html import render_report_html
     except ImportError:
@@ -131,4 +132,13 @@ def _render_html(report: Report, out_dir: Path) -> Path | None:
     return path
 
 
-__all__ = ["EngineError", "JobCanceledError", "JobInputs", "JobOutputs", "child_entry", "execute_job", "run_job"]
+__all__ = [
+    "EngineError",
+    "JobCanceledError",
+    "JobInputs",
+    "JobOutputs",
+    "child_entry",
+    "execute_job",
+    "render_html",
+    "run_job",
+]
