@@ -5,12 +5,14 @@ original and the artifact each in a fresh Python process with plain torch and a 
 with the report's latency figures.
 
 Run: python benchmarks/bench_structural_job.py [--arch resnet50] [--ratio 0.5] [--batch 16] [--repeats 10]
+     [--processes 3]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -61,6 +63,7 @@ def main() -> None:
     parser.add_argument("--ratio", type=float, default=0.5)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--processes", type=int, default=3, help="fresh timing processes per model")
     args = parser.parse_args()
     torch.set_num_threads(2)
     with tempfile.TemporaryDirectory() as tmp:
@@ -83,8 +86,13 @@ def main() -> None:
         job_seconds = time.perf_counter() - started
         report = out.report
         assert out.artifact_path is not None and report.latency_before and report.latency_after
-        ind_before = independent_latency("torchvision", args.arch, args.batch, args.repeats)
-        ind_after = independent_latency("jit", str(out.artifact_path), args.batch, args.repeats)
+        # Alternate fresh processes (original, artifact, original, ...) and take the median of their medians, so
+        # a burst of load on this shared machine does not decide the comparison.
+        befores, afters = [], []
+        for _ in range(args.processes):
+            befores.append(independent_latency("torchvision", args.arch, args.batch, args.repeats))
+            afters.append(independent_latency("jit", str(out.artifact_path), args.batch, args.repeats))
+        ind_before, ind_after = statistics.median(befores), statistics.median(afters)
         structural = report.extra["structural"]
         result = {
             "arch": args.arch,
@@ -97,6 +105,7 @@ def main() -> None:
             "report_latency_ms": [report.latency_before.median_ms, report.latency_after.median_ms],
             "report_speedup": report.speedup,
             "independent_latency_ms": [ind_before, ind_after],
+            "independent_runs_ms": [befores, afters],
             "independent_speedup": ind_before / ind_after,
             "before_latency_report_vs_independent": report.latency_before.median_ms / ind_before,
             "after_latency_report_vs_independent": report.latency_after.median_ms / ind_after,

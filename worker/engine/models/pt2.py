@@ -243,8 +243,8 @@ class _WeightsOnlyTorch:
 
     @staticmethod
     def load(f: Any, *args: Any, **kwargs: Any) -> Any:
-        kwargs["weights_only"] = True
-        return torch.load(f, *args, **kwargs)
+        kwargs.pop("weights_only", None)  # whatever torch's reader asked for, never unpickle code
+        return torch.load(f, *args, weights_only=True, **kwargs)
 
 
 class _NoPickle:
