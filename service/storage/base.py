@@ -36,6 +36,18 @@ class ObjectWriter(Protocol):
     def abort(self) -> None: ...
 
 
+def write_file(writer: ObjectWriter, path: Path) -> None:
+    """Stream a local file into `writer` and commit it; abort on any failure so nothing half-written appears."""
+    try:
+        with open(path, "rb") as fh:
+            while chunk := fh.read(CHUNK):
+                writer.write(chunk)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+
+
 class Storage(Protocol):
     """Where files, artifacts and reports live; the local directory or S3 implement it."""
 

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from service.storage.base import CHUNK, ObjectMissing, check_key
+from service.storage.base import CHUNK, ObjectMissing, check_key, write_file
 
 
 class LocalWriter:
@@ -54,15 +54,7 @@ class LocalStorage:
         return LocalWriter(self.root, key)
 
     def put_file(self, key: str, path: Path) -> None:
-        writer = self.open_writer(key)
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    writer.write(chunk)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        write_file(self.open_writer(key), path)
 
     def get_file(self, key: str, dest: Path) -> None:
         src = self._path(key)

@@ -11,7 +11,7 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 
-from service.storage.base import CHUNK, ObjectMissing, check_key
+from service.storage.base import CHUNK, ObjectMissing, check_key, write_file
 
 log = logging.getLogger(__name__)
 
@@ -98,15 +98,7 @@ class S3Storage:
         return S3Writer(self.client, self.bucket, self._k(key), self.part_size)
 
     def put_file(self, key: str, path: Path) -> None:
-        writer = self.open_writer(key)
-        try:
-            with open(path, "rb") as fh:
-                while chunk := fh.read(CHUNK):
-                    writer.write(chunk)
-            writer.commit()
-        except BaseException:
-            writer.abort()
-            raise
+        write_file(self.open_writer(key), path)
 
     def get_file(self, key: str, dest: Path) -> None:
         try:

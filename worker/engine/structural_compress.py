@@ -10,7 +10,6 @@ import torch
 from safetensors.torch import save_file
 
 from prunekit.spec import StructuralPruning
-from prunekit.spec.report import EpochRecord
 from worker.engine.data import Dataset
 from worker.engine.evaluation.latency import measure_latency
 from worker.engine.models.handle import LoadedModel
@@ -77,11 +76,7 @@ def prune_and_recover(
         seed=ctx_args["seed"],
         eval_batch_size=ctx_args["eval_batch_size"],
     )
-
-    def record(rec: EpochRecord, frac: float) -> None:
-        on_epoch(rec, frac)
-
-    return finetune(ctx, ft, record), info
+    return finetune(ctx, ft, on_epoch), info
 
 
 def write_state_dict_sidecar(model: LoadedModel, out_dir: Path, widths: dict[str, Any]) -> list[str]:

@@ -1,7 +1,7 @@
 """Reading untrusted torch.export `.pt2` archives.
 
 torch.export.load is documented as unsafe for untrusted files, and in torch 2.14 it is, in several places:
-pickled weights/constants are read with `torch.load(weights_only=False)`, "opaque" constants with `pickle.loads`,
+pickled weights/constants are read by torch's loader with `weights_only=False`, "opaque" constants with `pickle.loads`,
 sample inputs fall back to `weights_only=False` when the safe load fails, `data/aotinductor/` loads a compiled
 shared library, node targets are resolved by attribute walks from the `torch` module (so `torch.os.system` or
 `torch.ops.load_library` would resolve), and symbolic-shape expressions go through `sympy.sympify`, which evals.
