@@ -23,6 +23,7 @@ from prunekit.client.errors import (
     IntegrityError,
     NotReadyError,
     PrunekitError,
+    RateLimitedError,
     ServerError,
     UnreachableError,
     WaitTimeoutError,
@@ -129,11 +130,16 @@ class PrunekitClient:
         files: FilesFactory | None = None,
         headers: Mapping[str, str] | None = None,
         stream: bool = False,
+        attempts: int | None = None,
     ) -> httpx.Response:
-        """Send one request with retries; returns a 2xx/3xx response (streamed ones must be closed by the caller)."""
+        """Send one request with retries; returns a 2xx/3xx response (streamed ones must be closed by the caller).
+
+        `attempts` overrides the policy's count: a caller that runs its own outage loop asks for one.
+        """
         clean_params = {k: v for k, v in (params or {}).items() if v is not None}
         last_exc: Exception | None = None
-        for attempt in range(self.retry.attempts):
+        attempts = attempts or self.retry.attempts
+        for attempt in range(attempts):
             with contextlib.ExitStack() as stack:
                 try:
                     request = self._http.build_request(
@@ -159,13 +165,13 @@ class PrunekitClient:
                     retryable = response.status_code == 429 or (
                         idempotent and self.retry.should_retry_status(response.status_code)
                     )
-                    if not retryable or attempt == self.retry.attempts - 1:
+                    if not retryable or attempt == attempts - 1:
                         raise self._error(response)
                     retry_after = _retry_after(response)
                     response.close()
                     self._sleep(self.retry.delay(attempt, retry_after))
                     continue
-            if attempt < self.retry.attempts - 1:
+            if attempt < attempts - 1:
                 self._sleep(self.retry.delay(attempt))
         raise UnreachableError(f"cannot reach {self.base_url} ({method} {path}): {last_exc}") from last_exc
 
@@ -323,10 +329,12 @@ class PrunekitClient:
         after: int | None = None
         while True:
             try:
-                job = self.get_job(job_id)
+                # One attempt per poll: this loop owns the outage policy, so `max_outage` bounds it exactly and
+                # every failed poll reaches `on_retry` instead of being absorbed by the request-level retries.
+                job = cast(Job, self._json("GET", f"/v1/jobs/{_seg(job_id)}", attempts=1))
                 if on_event is not None:
                     after = self._drain_events(job_id, after, on_event)
-            except (UnreachableError, ServerError) as exc:
+            except (UnreachableError, ServerError, RateLimitedError) as exc:
                 now = time.monotonic()
                 outage_since = outage_since or now
                 if now - outage_since > max_outage:
@@ -353,7 +361,10 @@ class PrunekitClient:
     def _drain_events(self, job_id: str, after: int | None, on_event: Callable[[Event], None]) -> int | None:
         # Events are a nicety for logs: a server without them, or a hiccup, must not stop the wait.
         try:
-            page = self.events(job_id, after=after)
+            page = cast(
+                EventPage,
+                self._json("GET", f"/v1/jobs/{_seg(job_id)}/events", params={"after": after}, attempts=1),
+            )
         except AuthError:
             raise
         except PrunekitError:

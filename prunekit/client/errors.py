@@ -90,6 +90,10 @@ class ServerError(ApiError):
     """5xx after retries."""
 
 
+class RateLimitedError(RequestError):
+    """429 after retries: the server asks to come back later."""
+
+
 def error_from_problem(status: int, problem: dict[str, Any] | None, text: str = "") -> ApiError:
     """Build the matching ApiError from a status code and a (possibly absent) problem+json body."""
     body = problem or {}
@@ -111,6 +115,8 @@ def error_from_problem(status: int, problem: dict[str, Any] | None, text: str = 
         cls = IdempotencyMismatchError
     elif status in (400, 422):
         cls = ValidationError
+    elif status == 429:
+        cls = RateLimitedError
     elif status >= 500:
         cls = ServerError
     else:
@@ -128,6 +134,7 @@ def _default_code(status: int) -> str:
         413: "payload_too_large",
         415: "unsupported_media_type",
         422: "validation_error",
+        429: "rate_limited",
     }.get(status, "internal" if status >= 500 else f"http_{status}")
 
 

@@ -223,6 +223,33 @@ def test_wait_rides_out_5xx_and_a_server_restart(fake: FakeServer, api: FakeApi)
     assert "UnreachableError" in retries
 
 
+def test_wait_reports_a_short_outage_with_the_default_policy(fake: FakeServer, api: FakeApi) -> None:
+    # A default policy's request retries span several seconds; they must not hide a short outage from on_retry.
+    job_id = api.add_job(Plan(outcome="succeeded", steps=4))
+    retries: list[str] = []
+    with PrunekitClient(fake.url, GOOD_KEY) as c:
+        c.get_job(job_id)
+        fake.stop()
+        starter = threading.Timer(0.8, fake.start)
+        starter.start()
+        try:
+            job = c.wait(job_id, poll_interval=0.05, on_retry=lambda exc, d: retries.append(type(exc).__name__))
+        finally:
+            starter.join()
+    assert job["status"] == "succeeded"
+    assert retries and set(retries) == {"UnreachableError"}
+
+
+def test_wait_rides_out_rate_limiting(fake: FakeServer, api: FakeApi) -> None:
+    job_id = api.add_job(Plan(outcome="succeeded", steps=2))
+    api.fail("GET", f"/v1/jobs/{job_id}", times=2, status=429)
+    retries: list[str] = []
+    with PrunekitClient(fake.url, GOOD_KEY, retry=FAST_RETRY) as c:
+        job = c.wait(job_id, poll_interval=0.01, on_retry=lambda exc, d: retries.append(type(exc).__name__))
+    assert job["status"] == "succeeded"
+    assert retries == ["RateLimitedError", "RateLimitedError"]
+
+
 def test_wait_gives_up_after_max_outage(dead_url: str) -> None:
     policy = RetryPolicy(attempts=1, backoff=0.01, max_backoff=0.02)
     start = time.monotonic()
