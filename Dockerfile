@@ -11,9 +11,11 @@ RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 # Dependencies first, so code changes do not reinstall torch.
+# The constraints are the versions the test suite last passed with (scripts/setup.sh uses them too).
 COPY pyproject.toml README.md ./
+COPY requirements/constraints.txt ./requirements/
 RUN mkdir -p prunekit service worker && touch prunekit/__init__.py service/__init__.py worker/__init__.py \
-    && pip install ".[worker]" && pip uninstall -y prunekit
+    && pip install -c requirements/constraints.txt ".[worker]" && pip uninstall -y prunekit
 COPY prunekit ./prunekit
 COPY service ./service
 COPY worker ./worker

@@ -8,9 +8,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
 fi
 stamp=.venv/.prunekit-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ requirements/constraints.txt -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # torch/torchvision pinned in pyproject (==) so pip never resolves another build.
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  # Constraints: the versions the suite last passed with, so a new release upstream cannot break CI unseen.
+  .venv/bin/python -m pip install -q -c requirements/constraints.txt -e '.[dev]'
   touch "$stamp"
 fi

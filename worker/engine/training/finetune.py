@@ -15,6 +15,7 @@ from worker.engine.data import Dataset
 from worker.engine.errors import InvalidSpecError
 from worker.engine.evaluation.metrics import autocast_context, predict_logits, split_metrics
 from worker.engine.models.handle import LoadedModel
+from worker.engine.training.divergence import ADVICE, DivergenceGuard
 from worker.engine.training.masking import MaskController, NoMasks
 from worker.engine.training.optim import build_optimizer, build_scheduler
 from worker.engine.training.regularizers import RegularizedLoss, distillation_loss
@@ -54,7 +55,12 @@ def _batches(n: int, batch_size: int, generator: torch.Generator, full_only: boo
 
 
 def _train_epoch(
-    ctx: TrainContext, spec: FinetuneSpec, optimizer: torch.optim.Optimizer, step: int, gen: torch.Generator
+    ctx: TrainContext,
+    spec: FinetuneSpec,
+    optimizer: torch.optim.Optimizer,
+    step: int,
+    gen: torch.Generator,
+    guard: DivergenceGuard,
 ) -> tuple[int, float, float | None]:
     module, data = ctx.model.module, ctx.data
     ctx.model.set_train(True)
@@ -68,11 +74,8 @@ def _train_epoch(
             if isinstance(logits, (tuple, list)):
                 logits = logits[0]
         loss = ctx.loss(logits, y, t_logits)
-        if not torch.isfinite(loss):
-            raise InvalidSpecError(
-                f"fine-tuning diverged: the loss became {float(loss)} at step {step + 1}; "
-                "lower finetune.optimizer.lr or the regularizer coefficients"
-            )
+        loss_value = float(loss.detach())
+        guard.check(loss_value, int(logits.shape[-1]), step + 1)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if spec.max_grad_norm is not None:
@@ -80,7 +83,7 @@ def _train_epoch(
         optimizer.step()
         step += 1
         ctx.masks.after_step(step)
-        total_loss += float(loss.detach()) * len(idx)
+        total_loss += loss_value * len(idx)
         seen += len(idx)
         if y is not None:
             correct += int((logits.detach().argmax(1) == y).sum())
@@ -93,10 +96,7 @@ def _check_finite(module: torch.nn.Module, epoch: int) -> None:
     """Weights or statistics that overflowed make a model that cannot be delivered: stop with advice."""
     bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise InvalidSpecError(
-            f"fine-tuning diverged in epoch {epoch}: NaN or Inf in {', '.join(bad[:5])}; "
-            "lower finetune.optimizer.lr or the regularizer coefficients"
-        )
+        raise InvalidSpecError(f"fine-tuning diverged in epoch {epoch}: NaN or Inf in {', '.join(bad[:5])}; {ADVICE}")
 
 
 def _validate(ctx: TrainContext) -> tuple[float | None, float | None]:
@@ -129,11 +129,12 @@ def finetune(ctx: TrainContext, spec: FinetuneSpec, on_epoch: EpochCallback) -> 
     best_value: float | None = None
     best_state: dict[str, torch.Tensor] | None = None
     stale, step = 0, 0
+    guard = DivergenceGuard()
     ctx.masks.start()
     for epoch in range(1, spec.epochs + 1):
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        step, train_loss, train_acc = _train_epoch(ctx, spec, optimizer, step, gen)
+        step, train_loss, train_acc = _train_epoch(ctx, spec, optimizer, step, gen, guard)
         _check_finite(ctx.model.module, epoch)
         scheduler.step()
         if epoch == spec.epochs:
