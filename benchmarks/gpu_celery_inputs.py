@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.digits import train_digits_cnn, write_digits_npz  # noqa: E402
+from tests.support.digits import train_digits_cnn, write_digits_npz
 
 
 def main(out: Path) -> None:

@@ -10,7 +10,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.support.digits import train_digits_cnn, write_digits_npz  # noqa: E402
+from tests.support.digits import train_digits_cnn, write_digits_npz
 
 SPEC = {
     "pruning": {"method": "magnitude", "scope": "global", "sparsity": 0.9},

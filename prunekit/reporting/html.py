@@ -58,7 +58,7 @@ background:var(--bg)}
 main{max-width:1120px;margin:0 auto;padding:24px 20px 60px}
 h1{font-size:24px;margin:0 0 4px}h2{font-size:19px;margin:32px 0 10px;border-bottom:1px solid var(--line);
 padding-bottom:4px}h3{font-size:16px;margin:18px 0 6px}
-.meta{color:var(--muted);font-size:14px}.muted{color:var(--muted)}
+.meta{color:var(--muted);font-size:14px}form.inline{display:inline}.muted{color:var(--muted)}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-size:13px;font-weight:600;vertical-align:middle;
 color:#fff;background:var(--muted)}h1 .badge{margin-left:8px}
 .badge.passed,.badge.succeeded{background:var(--ok)}.badge.gate_missed,.badge.failed{background:var(--bad)}
@@ -597,8 +597,10 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
 # ------------------------------------------------------------------ jobs page
 
 
-def render_jobs_page(jobs: Sequence[Mapping[str, Any]], refresh_seconds: int | None = None) -> str:
-    """A plain list of jobs with status, progress and links to their reports."""
+def render_jobs_page(
+    jobs: Sequence[Mapping[str, Any]], refresh_seconds: int | None = None, signed_in_as: str | None = None
+) -> str:
+    """A plain list of jobs with status, progress and links to their reports (and a sign-out for sessions)."""
     rows = []
     for job in jobs:
         job_id = str(job.get("id", "?"))
@@ -634,7 +636,13 @@ def render_jobs_page(jobs: Sequence[Mapping[str, Any]], refresh_seconds: int | N
             ]
         )
     body = "<header><h1>prunekit jobs</h1>"
-    body += f'<div class="meta">{len(rows)} job{"s" if len(rows) != 1 else ""}, newest first</div></header>'
+    meta = f"{len(rows)} job{'s' if len(rows) != 1 else ''}, newest first"
+    if signed_in_as:
+        meta += (
+            f' · signed in as <b>{_e(signed_in_as)}</b> <form method="post" action="/ui/logout" class="inline">'
+            '<button type="submit">sign out</button></form>'
+        )
+    body += f'<div class="meta">{meta}</div></header>'
     if rows:
         body += _table(["Job", "Status", "Kind", "Progress", "Gates", "Created", "Finished", "Links"], rows)
     else:

@@ -42,6 +42,9 @@ class Settings(BaseSettings):
     # Auth: "name:key,name2:key2"
     api_keys: SecretStr | None = None
     auth_disabled: bool = False
+    ui_session_hours: float = Field(
+        default=12.0, gt=0, description="How long a browser stays signed in to the jobs page after entering a key."
+    )
 
     # Jobs and workers
     default_queue: Literal["cpu", "gpu"] = "cpu"

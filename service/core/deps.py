@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Cookie, Depends, Header, Request
 from sqlalchemy.orm import Session
 
 from service.core.auth import Principal
@@ -39,6 +39,26 @@ def current_key(state: StateDep, authorization: Annotated[str | None, Header()] 
 
 CurrentKey = Annotated[Principal, Depends(current_key)]
 
+SESSION_COOKIE = "prunekit_session"
+
+
+def browser_key(
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+    session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+) -> Principal:
+    """The caller of a read-only page: a Bearer key, else the jobs page's session cookie.
+
+    Only GET routes that change nothing take the cookie (it is SameSite=Strict as well), so a cookie cannot be
+    used to submit, cancel or delete anything.
+    """
+    if authorization or not session:
+        return state.keys.authenticate(authorization)
+    return state.keys.authenticate_session(session)
+
+
+BrowserKey = Annotated[Principal, Depends(browser_key)]
+
 
 def owned_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobRecord:
     """The caller's job, or 404 (another key's job is indistinguishable from a missing one)."""
@@ -49,6 +69,14 @@ def owned_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobRecord:
 
 
 OwnedJob = Annotated[JobRecord, Depends(owned_job)]
+
+
+def browser_owned_job(job_id: str, session: SessionDep, key: BrowserKey) -> JobRecord:
+    """owned_job for read-only pages a browser opens from the jobs page (report, artifact)."""
+    return owned_job(job_id, session, key)
+
+
+BrowserOwnedJob = Annotated[JobRecord, Depends(browser_owned_job)]
 
 
 def owned_file(file_id: str, session: SessionDep, key: CurrentKey) -> FileRecord:

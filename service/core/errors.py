@@ -47,6 +47,10 @@ class Unauthorized(ProblemError):
         super().__init__(detail, headers={"WWW-Authenticate": "Bearer"})
 
 
+class Forbidden(ProblemError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
 class PayloadTooLarge(ProblemError):
     status, code, title = 413, "payload_too_large", "Payload too large"
 

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
-from service.core.deps import CurrentKey, OwnedJob, SessionDep, StateDep
+from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep
 from service.core.errors import (
     NotImplementedProblem,
     NotReady,
@@ -211,7 +211,7 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
 
 @router.get("/{job_id}/artifact", responses={200: {"content": {"application/octet-stream": {}}}, 206: {}})
 def get_artifact(
-    job: OwnedJob,
+    job: BrowserOwnedJob,
     state: StateDep,
     range_header: Annotated[str | None, Header(alias="Range")] = None,
     if_range: Annotated[str | None, Header(alias="If-Range")] = None,
@@ -258,13 +258,13 @@ def _read_report(job: Any, state: AppState) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/report")
-def get_report(job: OwnedJob, state: StateDep) -> dict[str, Any]:
+def get_report(job: BrowserOwnedJob, state: StateDep) -> dict[str, Any]:
     """The report JSON (see prunekit/spec/report.py)."""
     return _read_report(job, state)
 
 
 @router.get("/{job_id}/report.html", response_class=HTMLResponse)
-def get_report_html(job: OwnedJob, state: StateDep) -> HTMLResponse:
+def get_report_html(job: BrowserOwnedJob, state: StateDep) -> HTMLResponse:
     """The report as one self-contained HTML page."""
     report = _read_report(job, state)
     try:

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import functools
 import os
-import shutil
 import struct
-import tempfile
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -16,12 +14,10 @@ from typing import Any
 import pytest
 
 from prunekit.reporting import render_jobs_page, render_report_html
-from prunekit.spec import JobSpec
+from tests.browser.conftest import severe_logs
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = os.environ.get("PRUNEKIT_CHROMIUM", "/usr/bin/chromium")
-CHROMEDRIVER = os.environ.get("PRUNEKIT_CHROMEDRIVER", "/usr/bin/chromedriver")
 ARTIFACTS = Path(os.environ.get("PRUNEKIT_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 PLOTS = ["plot-accuracy", "plot-history", "plot-layers", "plot-pareto"]
 
@@ -29,24 +25,6 @@ PLOTS = ["plot-accuracy", "plot-history", "plot-layers", "plot-pareto"]
 class _Quiet(SimpleHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         pass
-
-
-@pytest.fixture(scope="module")
-def sweep_report(torchscript_model: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """The report of a real (small) sweep job run by the engine on digits."""
-    from worker.engine.api import JobInputs, run_job
-
-    spec = JobSpec.model_validate(
-        {
-            "kind": "sweep",
-            "pruning": {"method": "magnitude", "sparsity": 0.5},
-            "finetune": {"epochs": 2, "batch_size": 128},
-            "evaluation": {"latency": {"repeats": 3, "warmup": 1}},
-            "sweep": {"sparsities": [0.5, 0.9, 0.97], "regularizers": {"none": {}, "l2": {"l2": 1e-4}}},
-        }
-    )
-    out = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path_factory.mktemp("sweep"), isolate=False)
-    return out.report.model_dump(mode="json")
 
 
 @pytest.fixture(scope="module")
@@ -75,44 +53,6 @@ def site(sweep_report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
         httpd.server_close()
 
 
-@pytest.fixture(scope="module")
-def driver() -> Iterator[Any]:
-    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
-        # Failing, not skipping: scripts/services.sh installs them, and a skipped browser test proves nothing.
-        pytest.fail(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    profile = tempfile.mkdtemp(prefix="prunekit-chromium-")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-quic",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--window-size=1280,900",
-        f"--user-data-dir={profile}",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    drv.set_page_load_timeout(60)
-    try:
-        yield drv
-    finally:
-        drv.quit()
-        shutil.rmtree(profile, ignore_errors=True)
-
-
-def _severe(drv: Any) -> list[dict[str, Any]]:
-    return [entry for entry in drv.get_log("browser") if entry.get("level") == "SEVERE"]
-
-
 def _png_size(data: bytes) -> tuple[int, int]:
     assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
     width, height = struct.unpack(">II", data[16:24])
@@ -123,7 +63,7 @@ def test_sweep_report_renders_its_plots(driver: Any, site: str) -> None:
     driver.get_log("browser")  # start from an empty log
     driver.get(f"{site}/report.html")
     assert driver.execute_script("return document.readyState") == "complete"
-    assert _severe(driver) == []
+    assert severe_logs(driver) == []
     # Nothing but the page itself was fetched: no fonts, scripts, images or styles from anywhere.
     resources = driver.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
     assert resources == []
@@ -158,7 +98,7 @@ def test_sweep_report_renders_its_plots(driver: Any, site: str) -> None:
     w, h = _png_size(pareto_png)
     assert w > 400 and h > 250
     _assert_not_blank(pareto_png)
-    assert _severe(driver) == []
+    assert severe_logs(driver) == []
 
 
 def _assert_not_blank(png: bytes) -> None:
@@ -175,7 +115,7 @@ def test_jobs_page_loads_cleanly(driver: Any, site: str) -> None:
     driver.set_window_size(1280, 900)
     driver.get_log("browser")
     driver.get(f"{site}/jobs.html")
-    assert _severe(driver) == []
+    assert severe_logs(driver) == []
     links = driver.execute_script("return [...document.querySelectorAll('a')].map(a => a.getAttribute('href'))")
     assert "report.html" in links
     driver.save_screenshot(str(ARTIFACTS / "jobs-page.png"))

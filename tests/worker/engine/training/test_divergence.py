@@ -14,7 +14,7 @@ from worker.engine.training.divergence import DivergenceGuard
 def test_non_finite_loss_is_divergence(bad: float) -> None:
     guard = DivergenceGuard()
     guard.check(0.1, num_classes=10, step=1)
-    with pytest.raises(InvalidSpecError, match="diverged.*step 2.*lower finetune.optimizer.lr"):
+    with pytest.raises(InvalidSpecError, match=r"diverged.*step 2.*lower finetune\.optimizer\.lr"):
         guard.check(bad, num_classes=10, step=2)
 
 

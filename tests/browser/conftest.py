@@ -1,0 +1,74 @@
+"""Browser-test fixtures: a real sweep report from the engine, and headless Debian Chromium."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from prunekit.spec import JobSpec
+
+CHROMIUM = os.environ.get("PRUNEKIT_CHROMIUM", "/usr/bin/chromium")
+CHROMEDRIVER = os.environ.get("PRUNEKIT_CHROMEDRIVER", "/usr/bin/chromedriver")
+
+
+@pytest.fixture(scope="session")
+def sweep_report(torchscript_model: Path, digits_npz: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """The report of a real (small) sweep job run by the engine on digits."""
+    from worker.engine.api import JobInputs, run_job
+
+    spec = JobSpec.model_validate(
+        {
+            "kind": "sweep",
+            "pruning": {"method": "magnitude", "sparsity": 0.5},
+            "finetune": {"epochs": 2, "batch_size": 128},
+            "evaluation": {"latency": {"repeats": 3, "warmup": 1}},
+            "sweep": {"sparsities": [0.5, 0.9, 0.97], "regularizers": {"none": {}, "l2": {"l2": 1e-4}}},
+        }
+    )
+    out = run_job(JobInputs(torchscript_model, spec, digits_npz), tmp_path_factory.mktemp("sweep"), isolate=False)
+    return out.report.model_dump(mode="json")
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[Any]:
+    if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
+        # Failing, not skipping: scripts/services.sh installs them, and a skipped browser test proves nothing.
+        pytest.fail(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    profile = tempfile.mkdtemp(prefix="prunekit-chromium-")
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in (
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--window-size=1280,900",
+        f"--user-data-dir={profile}",
+    ):
+        options.add_argument(flag)
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    drv = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    drv.set_page_load_timeout(60)
+    try:
+        yield drv
+    finally:
+        drv.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+def severe_logs(drv: Any) -> list[dict[str, Any]]:
+    """Console entries at SEVERE level since the last call (reading the log empties it)."""
+    return [entry for entry in drv.get_log("browser") if entry.get("level") == "SEVERE"]

@@ -1,0 +1,105 @@
+"""The jobs page with auth on, in real headless Chromium: sign in with a key, open a report from the list."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from pydantic import SecretStr
+
+from service.app import create_app
+from service.core.config import Settings
+from service.core.state import AppState
+from tests.browser.conftest import severe_logs
+from tests.service.conftest import complete_job
+
+pytestmark = pytest.mark.browser
+
+KEY = "browser-test-key-3f1c"
+ARTIFACTS = Path(os.environ.get("PRUNEKIT_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def api(sweep_report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
+    """The real API (uvicorn, SQLite, local storage, auth on) holding one succeeded sweep job of alice's."""
+    root = tmp_path_factory.mktemp("api")
+    settings = Settings(
+        database_url=f"sqlite:///{root}/prunekit.db",
+        storage_dir=root / "storage",
+        broker_dir=root / "broker",
+        api_keys=SecretStr(f"alice:{KEY}"),
+    )
+    app = create_app(settings)
+    port = _free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
+        time.sleep(0.05)
+    import httpx
+
+    base = f"http://127.0.0.1:{port}"
+    with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as c:
+        model = c.post("/v1/files", files={"file": ("m.pt", b"model")}, data={"kind": "model"}).json()
+        spec = {"kind": "sweep", "pruning": {"method": "magnitude", "sparsity": 0.5}, "sweep": {"sparsities": [0.5]}}
+        job = c.post("/v1/jobs", json={"spec": spec, "model_file_id": model["id"]}).json()
+    state: AppState = app.state.prunekit
+    complete_job(state, job["id"], b"artifact-bytes", sweep_report)
+    try:
+        yield base, job["id"]
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_sign_in_then_open_a_report_from_the_jobs_page(driver: Any, api: tuple[str, str]) -> None:
+    from selenium.webdriver.common.by import By
+
+    base, job_id = api
+    driver.delete_all_cookies()
+    driver.get(f"{base}/ui")
+    assert driver.find_elements(By.CSS_SELECTOR, "form[action='/ui/login']"), driver.page_source[:500]
+    severe_logs(driver)  # the 401 of the sign-in page itself is logged by Chromium; only what follows counts
+
+    driver.find_element(By.ID, "api_key").send_keys("wrong-key")
+    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    assert "unknown API key" in driver.find_element(By.CSS_SELECTOR, ".error").text
+    severe_logs(driver)
+
+    driver.find_element(By.ID, "api_key").send_keys(KEY)
+    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    assert driver.current_url == f"{base}/ui"
+    assert job_id in driver.page_source and "signed in as" in driver.page_source
+    cookie = driver.get_cookie("prunekit_session")
+    assert cookie is not None and cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+    assert driver.execute_script("return document.cookie") == ""  # not readable from scripts
+    assert severe_logs(driver) == []
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver.save_screenshot(str(ARTIFACTS / "jobs-page-signed-in.png"))
+
+    driver.find_element(By.LINK_TEXT, "report").click()
+    assert driver.current_url == f"{base}/v1/jobs/{job_id}/report.html"
+    plots = driver.find_elements(By.CSS_SELECTOR, "[id^='plot-'] svg")
+    assert len(plots) >= 4 and all(p.size["width"] > 0 and p.size["height"] > 0 for p in plots), len(plots)
+    assert severe_logs(driver) == []
+
+    driver.get(f"{base}/ui")
+    driver.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
+    assert driver.find_elements(By.CSS_SELECTOR, "form[action='/ui/login']")
+    assert driver.get_cookie("prunekit_session") is None
