@@ -178,6 +178,7 @@ def _run_trial(
                 trial_dir / "out",
                 progress=sink,
                 isolate=ctx.settings.engine_isolate,
+                render_report=False,
             )
             if keeper.abort.is_set():
                 raise JobCanceledError(keeper.reason)

@@ -34,12 +34,14 @@ def run_job(
     progress: ProgressFn | None = None,
     isolate: bool = True,
     limits: Any | None = None,
+    render_report: bool = True,
 ) -> JobOutputs:
     """Run one job of any kind; raises worker.engine.errors.EngineError subclasses on bad input.
 
     `progress` receives ProgressEvent(stage, percent, message, metrics); raising JobCanceledError
     from it cancels the job. With `isolate`, the model is loaded and processed in a sandboxed child
     process (resource limits, scrubbed environment, no network where the OS allows it).
+    `render_report=False` skips report.html (a sweep's trials: only the sweep's own report is shown).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +52,7 @@ def run_job(
         isolation = Isolation(
             child_process=False, network="not isolated: run in-process", environment="inherited (in-process)"
         )
-    return _finish(out_dir, isolation)
+    return _finish(out_dir, isolation, render_report)
 
 
 def execute_job(
@@ -108,7 +110,7 @@ def default_limits(device: str = "auto") -> Any:
     )
 
 
-def _finish(out_dir: Path, isolation: Isolation) -> JobOutputs:
+def _finish(out_dir: Path, isolation: Isolation, render_report: bool) -> JobOutputs:
     report_path = out_dir / "report.json"
     if not report_path.exists():
         raise EngineError("the job ended without writing report.json")
@@ -116,9 +118,8 @@ def _finish(out_dir: Path, isolation: Isolation) -> JobOutputs:
     report.isolation = isolation
     report_path.write_text(report.model_dump_json(indent=2))
     artifact = out_dir / report.artifact_name if report.artifact_name else None
-    return JobOutputs(
-        report=report, report_path=report_path, artifact_path=artifact, html_path=render_html(report, out_dir)
-    )
+    html = render_html(report, out_dir) if render_report else None
+    return JobOutputs(report=report, report_path=report_path, artifact_path=artifact, html_path=html)
 
 
 def render_html(report: Report, out_dir: Path) -> Path | None:

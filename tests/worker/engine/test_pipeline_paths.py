@@ -154,3 +154,12 @@ def test_state_dict_input_written_as_torchscript_and_export(
         assert out.report.output_format == fmt and out.artifact_path is not None
         module = loader(str(out.artifact_path))
         assert module(torch.zeros(3, 1, 8, 8)).shape == (3, 10)
+
+
+def test_report_html_is_optional(torchscript_model: Path, digits_npz: Path, tmp_path: Path) -> None:
+    # A sweep's trials skip it: only the sweep's own report is ever shown.
+    inputs = JobInputs(torchscript_model, _spec(), digits_npz)
+    without = run_job(inputs, tmp_path / "a", isolate=False, render_report=False)
+    assert without.html_path is None and not (tmp_path / "a" / "report.html").exists()
+    with_html = run_job(inputs, tmp_path / "b", isolate=False)
+    assert with_html.html_path is not None and with_html.html_path.read_text().lower().startswith("<!doctype html>")
