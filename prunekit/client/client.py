@@ -270,7 +270,10 @@ class PrunekitClient:
         )
 
     def get_job(self, job_id: str) -> Job:
-        return cast(Job, self._json("GET", f"/v1/jobs/{_seg(job_id)}"))
+        return self._get_job(job_id)
+
+    def _get_job(self, job_id: str, attempts: int | None = None) -> Job:
+        return cast(Job, self._json("GET", f"/v1/jobs/{_seg(job_id)}", attempts=attempts))
 
     def list_jobs(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobPage:
         return cast(JobPage, self._json("GET", "/v1/jobs", params={"status": status, "limit": limit, "cursor": cursor}))
@@ -293,7 +296,11 @@ class PrunekitClient:
         self._send("DELETE", f"/v1/jobs/{_seg(job_id)}", idempotent=True).close()
 
     def events(self, job_id: str, after: int | None = None) -> EventPage:
-        return cast(EventPage, self._json("GET", f"/v1/jobs/{_seg(job_id)}/events", params={"after": after}))
+        return self._events(job_id, after)
+
+    def _events(self, job_id: str, after: int | None, attempts: int | None = None) -> EventPage:
+        path = f"/v1/jobs/{_seg(job_id)}/events"
+        return cast(EventPage, self._json("GET", path, params={"after": after}, attempts=attempts))
 
     def get_report(self, job_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", f"/v1/jobs/{_seg(job_id)}/report"))
@@ -331,7 +338,7 @@ class PrunekitClient:
             try:
                 # One attempt per poll: this loop owns the outage policy, so `max_outage` bounds it exactly and
                 # every failed poll reaches `on_retry` instead of being absorbed by the request-level retries.
-                job = cast(Job, self._json("GET", f"/v1/jobs/{_seg(job_id)}", attempts=1))
+                job = self._get_job(job_id, attempts=1)
                 if on_event is not None:
                     after = self._drain_events(job_id, after, on_event)
             except (UnreachableError, ServerError, RateLimitedError) as exc:
@@ -361,10 +368,7 @@ class PrunekitClient:
     def _drain_events(self, job_id: str, after: int | None, on_event: Callable[[Event], None]) -> int | None:
         # Events are a nicety for logs: a server without them, or a hiccup, must not stop the wait.
         try:
-            page = cast(
-                EventPage,
-                self._json("GET", f"/v1/jobs/{_seg(job_id)}/events", params={"after": after}, attempts=1),
-            )
+            page = self._events(job_id, after, attempts=1)
         except AuthError:
             raise
         except PrunekitError:
