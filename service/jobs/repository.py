@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
@@ -138,16 +138,23 @@ class LeaseInfo:
     queue: str
 
 
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Nobody runs the job: it is queued, or running under a lease that has expired (its worker died)."""
+    return or_(JobRecord.status == "queued", and_(JobRecord.status == "running", JobRecord.lease_expires_at < now))
+
+
+def _held(job_id: str, token: str) -> tuple[ColumnElement[bool], ...]:
+    """The job is running under our lease."""
+    return JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running"
+
+
 def claim(session: Session, job_id: str, token: str, now: datetime, lease: timedelta, max_attempts: int) -> bool:
     """Atomically take a queued job, or a running one whose lease has expired (its worker died)."""
     stmt = (
         update(JobRecord)
         .where(
             JobRecord.id == job_id,
-            or_(
-                JobRecord.status == "queued",
-                and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
-            ),
+            _free(now),
             JobRecord.cancel_requested.is_(False),
             JobRecord.attempts < max_attempts,
         )
@@ -171,22 +178,14 @@ def claim(session: Session, job_id: str, token: str, now: datetime, lease: timed
 
 def renew_lease(session: Session, job_id: str, token: str, until: datetime) -> bool | None:
     """Extend our lease; returns whether cancel was requested, or None when the lease is no longer ours."""
-    stmt = (
-        update(JobRecord)
-        .where(JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running")
-        .values(lease_expires_at=until)
-    )
+    stmt = update(JobRecord).where(*_held(job_id, token)).values(lease_expires_at=until)
     if _rows(session, stmt) != 1:
         return None
     return bool(session.scalar(select(JobRecord.cancel_requested).where(JobRecord.id == job_id)))
 
 
 def set_progress(session: Session, job_id: str, token: str, stage: str | None, percent: float, now: datetime) -> bool:
-    stmt = (
-        update(JobRecord)
-        .where(JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running")
-        .values(stage=stage, percent=percent, updated_at=now)
-    )
+    stmt = update(JobRecord).where(*_held(job_id, token)).values(stage=stage, percent=percent, updated_at=now)
     return _rows(session, stmt) == 1
 
 
@@ -194,7 +193,7 @@ def finish(session: Session, job_id: str, token: str, status: str, now: datetime
     """Move our running job to a terminal state; False if the lease was lost meanwhile."""
     stmt = (
         update(JobRecord)
-        .where(JobRecord.id == job_id, JobRecord.lease_token == token, JobRecord.status == "running")
+        .where(*_held(job_id, token))
         .values(status=status, finished_at=now, updated_at=now, lease_token=None, lease_expires_at=None, **values)
     )
     return _rows(session, stmt) == 1
@@ -206,10 +205,7 @@ def fail_unclaimable(session: Session, job_id: str, now: datetime, code: str, me
         update(JobRecord)
         .where(
             JobRecord.id == job_id,
-            or_(
-                JobRecord.status == "queued",
-                and_(JobRecord.status == "running", JobRecord.lease_expires_at < now),
-            ),
+            _free(now),
         )
         .values(
             status="failed",

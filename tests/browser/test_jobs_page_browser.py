@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import uvicorn
 from pydantic import SecretStr
@@ -17,20 +15,13 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.core.config import Settings
 from service.core.state import AppState
-from tests.browser.conftest import severe_logs
+from tests.browser.conftest import ARTIFACTS, severe_logs
 from tests.service.conftest import complete_job
+from tests.service.support import free_port
 
 pytestmark = pytest.mark.browser
 
 KEY = "browser-test-key-3f1c"
-ARTIFACTS = Path(os.environ.get("PRUNEKIT_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +35,7 @@ def api(sweep_report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
         api_keys=SecretStr(f"alice:{KEY}"),
     )
     app = create_app(settings)
-    port = _free_port()
+    port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -52,8 +43,6 @@ def api(sweep_report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) 
     while not server.started:
         assert time.monotonic() < deadline and thread.is_alive(), "uvicorn did not start"
         time.sleep(0.05)
-    import httpx
-
     base = f"http://127.0.0.1:{port}"
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {KEY}"}) as c:
         model = c.post("/v1/files", files={"file": ("m.pt", b"model")}, data={"kind": "model"}).json()

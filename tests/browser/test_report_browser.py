@@ -3,22 +3,19 @@
 from __future__ import annotations
 
 import functools
-import os
 import struct
 import threading
 from collections.abc import Iterator
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from prunekit.reporting import render_jobs_page, render_report_html
-from tests.browser.conftest import severe_logs
+from tests.browser.conftest import ARTIFACTS, severe_logs
 
 pytestmark = pytest.mark.browser
 
-ARTIFACTS = Path(os.environ.get("PRUNEKIT_TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 PLOTS = ["plot-accuracy", "plot-history", "plot-layers", "plot-pareto"]
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from worker.engine.errors import EngineError, UnsupportedError
+from worker.engine.models.outputs import output_tensors
 
 DEFAULT_ATOL = 1e-4
 
@@ -76,7 +77,7 @@ def export_onnx(
         max_ref = 0.0
         for batch in batches:
             with torch.no_grad():
-                reference = [t.detach().cpu().numpy() for t in _tensors(module(batch))]
+                reference = [t.detach().cpu().numpy() for t in output_tensors(module(batch))]
             got = session.run(None, {input_name: batch.detach().cpu().numpy()})
             if len(got) != len(reference):
                 raise UnsupportedError(f"the ONNX model returns {len(got)} outputs, PyTorch {len(reference)}")
@@ -150,16 +151,6 @@ def _random_like(example: torch.Tensor, shape: list[int], generator: torch.Gener
     # Integer inputs (token ids, class indices) must stay within the range the model saw.
     low, high = int(example.min()), int(example.max()) + 1
     return torch.randint(low, high, shape, generator=generator, dtype=example.dtype)
-
-
-def _tensors(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _tensors(v)]
-    if isinstance(out, list | tuple):
-        return [t for v in out for t in _tensors(v)]
-    return []
 
 
 def _opset(path: Path) -> int:

@@ -23,6 +23,7 @@ from torch import nn
 
 from prunekit.spec.pruning import StructuralPruning
 from worker.engine.errors import EngineError, InvalidModelError, InvalidSpecError, UnsupportedError
+from worker.engine.models.outputs import output_tensors
 from worker.engine.structural.importance import ChannelImportance, GradientFn, make_importance
 
 LatencyFn = Callable[[nn.Module], float]
@@ -327,23 +328,13 @@ def _output_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
 
 
 def _check_same_output_shapes(before: Any, after: Any) -> None:
-    shapes_before = [tuple(t.shape) for t in _tensors(before)]
-    shapes_after = [tuple(t.shape) for t in _tensors(after)]
+    shapes_before = [tuple(t.shape) for t in output_tensors(before)]
+    shapes_after = [tuple(t.shape) for t in output_tensors(after)]
     if shapes_before != shapes_after:
         raise UnsupportedError(
             f"removing channels changed the model's output shapes from {shapes_before} to {shapes_after}; "
             "exclude the layers that produce the outputs"
         )
-
-
-def _tensors(out: Any) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for v in out.values() for t in _tensors(v)]
-    if isinstance(out, list | tuple):
-        return [t for v in out for t in _tensors(v)]
-    return []
 
 
 # --- running ------------------------------------------------------------------------------------
