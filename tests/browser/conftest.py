@@ -74,3 +74,20 @@ def driver() -> Iterator[Any]:
 def severe_logs(drv: Any) -> list[dict[str, Any]]:
     """Console entries at SEVERE level since the last call (reading the log empties it)."""
     return [entry for entry in drv.get_log("browser") if entry.get("level") == "SEVERE"]
+
+
+def click_and_wait(drv: Any, css: str, timeout: float = 20.0) -> None:
+    """Click the element at `css` and wait until the page it leads to has loaded.
+
+    A click that submits a form or follows a link returns before the browser has navigated;
+    reading the page right after it races the navigation (seen in CI after a logout redirect).
+    """
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    old_root = drv.find_element(By.TAG_NAME, "html")
+    drv.find_element(By.CSS_SELECTOR, css).click()
+    wait = WebDriverWait(drv, timeout)
+    wait.until(ec.staleness_of(old_root))
+    wait.until(lambda d: d.execute_script("return document.readyState") == "complete")

@@ -15,7 +15,7 @@ from pydantic import SecretStr
 from service.app import create_app
 from service.core.config import Settings
 from service.core.state import AppState
-from tests.browser.conftest import ARTIFACTS, severe_logs
+from tests.browser.conftest import ARTIFACTS, click_and_wait, severe_logs
 from tests.service.conftest import complete_job
 from tests.service.support import free_port
 
@@ -67,12 +67,12 @@ def test_sign_in_then_open_a_report_from_the_jobs_page(driver: Any, api: tuple[s
     severe_logs(driver)  # the 401 of the sign-in page itself is logged by Chromium; only what follows counts
 
     driver.find_element(By.ID, "api_key").send_keys("wrong-key")
-    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    click_and_wait(driver, "button[type='submit']")
     assert "unknown API key" in driver.find_element(By.CSS_SELECTOR, ".error").text
     severe_logs(driver)
 
     driver.find_element(By.ID, "api_key").send_keys(KEY)
-    driver.find_element(By.CSS_SELECTOR, "button[type='submit']").click()
+    click_and_wait(driver, "button[type='submit']")
     assert driver.current_url == f"{base}/ui"
     assert job_id in driver.page_source and "signed in as" in driver.page_source
     cookie = driver.get_cookie("prunekit_session")
@@ -82,13 +82,13 @@ def test_sign_in_then_open_a_report_from_the_jobs_page(driver: Any, api: tuple[s
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     driver.save_screenshot(str(ARTIFACTS / "jobs-page-signed-in.png"))
 
-    driver.find_element(By.LINK_TEXT, "report").click()
+    click_and_wait(driver, "a[href$='/report.html']")
     assert driver.current_url == f"{base}/v1/jobs/{job_id}/report.html"
     plots = driver.find_elements(By.CSS_SELECTOR, "[id^='plot-'] svg")
     assert len(plots) >= 4 and all(p.size["width"] > 0 and p.size["height"] > 0 for p in plots), len(plots)
     assert severe_logs(driver) == []
 
     driver.get(f"{base}/ui")
-    driver.find_element(By.CSS_SELECTOR, "form[action='/ui/logout'] button").click()
+    click_and_wait(driver, "form[action='/ui/logout'] button")
     assert driver.find_elements(By.CSS_SELECTOR, "form[action='/ui/login']")
     assert driver.get_cookie("prunekit_session") is None
