@@ -37,6 +37,7 @@ from service.jobs.schemas import TERMINAL
 from service.storage import ObjectMissing, Storage, make_storage
 from worker.engine.errors import EngineError, JobCanceledError
 from worker.engine.progress import ProgressEvent
+from worker.heartbeat import Heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -62,34 +63,25 @@ class LeaseLost(JobCanceledError):
     code = "lease_lost"
 
 
-class LeaseKeeper(threading.Thread):
+class LeaseKeeper(Heartbeat):
     """Renews the attempt's lease and polls the cancel flag, independently of the engine's pace."""
 
     def __init__(self, ctx: WorkerContext, job_id: str, token: str) -> None:
-        super().__init__(name=f"lease-{job_id}", daemon=True)
+        super().__init__(f"lease-{job_id}", ctx.settings.heartbeat_seconds)
         self.ctx, self.job_id, self.token = ctx, job_id, token
         self.cancel_requested = threading.Event()
         self.lost = threading.Event()
-        self._stop_evt = threading.Event()
 
-    def run(self) -> None:
+    def beat(self) -> bool:
         lease = timedelta(seconds=self.ctx.settings.lease_seconds)
-        while not self._stop_evt.wait(self.ctx.settings.heartbeat_seconds):
-            try:
-                with self.ctx.db.session() as s:
-                    answer = jobs_repo.renew_lease(s, self.job_id, self.token, utcnow() + lease)
-            except Exception:  # a database blip: keep trying until the lease really runs out
-                log.warning("could not renew the lease of job %s", self.job_id, exc_info=True)
-                continue
-            if answer is None:
-                self.lost.set()
-                return
-            if answer:
-                self.cancel_requested.set()
-
-    def stop(self) -> None:
-        self._stop_evt.set()
-        self.join(timeout=5)
+        with self.ctx.db.session() as s:
+            answer = jobs_repo.renew_lease(s, self.job_id, self.token, utcnow() + lease)
+        if answer is None:
+            self.lost.set()
+            return False
+        if answer:
+            self.cancel_requested.set()
+        return True
 
 
 def _jsonable(value: Any) -> Any:

@@ -37,6 +37,7 @@ from service.jobs import trials_repository as trials_repo
 from service.jobs.schemas import TERMINAL
 from worker.engine.errors import EngineError, JobCanceledError
 from worker.engine.progress import ProgressEvent
+from worker.heartbeat import Heartbeat
 from worker.runner import (
     _SAFE_NAME,
     LeaseKeeper,
@@ -54,38 +55,29 @@ def worker_id() -> str:
     return f"{socket.gethostname()[:100]}:{os.getpid()}"
 
 
-class TrialKeeper(threading.Thread):
+class TrialKeeper(Heartbeat):
     """Renews one trial's lease; flags the trial to stop when the lease is lost or the job canceled/ended."""
 
     def __init__(self, ctx: WorkerContext, job_id: str, idx: int, token: str) -> None:
-        super().__init__(name=f"trial-{job_id}-{idx}", daemon=True)
+        super().__init__(f"trial-{job_id}-{idx}", ctx.settings.heartbeat_seconds)
         self.ctx, self.job_id, self.idx, self.token = ctx, job_id, idx, token
         self.abort = threading.Event()
         self.reason = ""
-        self._stop_evt = threading.Event()
 
-    def run(self) -> None:
+    def beat(self) -> bool:
         lease = timedelta(seconds=self.ctx.settings.lease_seconds)
-        while not self._stop_evt.wait(self.ctx.settings.heartbeat_seconds):
-            try:
-                with self.ctx.db.session() as s:
-                    ours = trials_repo.renew(s, self.job_id, self.idx, self.token, utcnow() + lease)
-                    job = jobs_repo.get_job_any(s, self.job_id)
-            except Exception:  # a database blip: keep trying until the lease really runs out
-                log.warning("could not renew the lease of trial %s/%d", self.job_id, self.idx, exc_info=True)
-                continue
-            if not ours:
-                self.reason = "this worker lost the trial's lease"
-            elif job is None or job.status in TERMINAL or job.cancel_requested:
-                self.reason = "the sweep job was canceled or has ended"
-            else:
-                continue
-            self.abort.set()
-            return
-
-    def stop(self) -> None:
-        self._stop_evt.set()
-        self.join(timeout=5)
+        with self.ctx.db.session() as s:
+            ours = trials_repo.renew(s, self.job_id, self.idx, self.token, utcnow() + lease)
+            job = jobs_repo.get_job_any(s, self.job_id)
+            ended = job is None or job.status in TERMINAL or job.cancel_requested
+        if not ours:
+            self.reason = "this worker lost the trial's lease"
+        elif ended:
+            self.reason = "the sweep job was canceled or has ended"
+        else:
+            return True
+        self.abort.set()
+        return False
 
 
 class _Inputs:
