@@ -83,6 +83,18 @@ class LeaseKeeper(Heartbeat):
             self.cancel_requested.set()
         return True
 
+    def raise_if_stopped(self) -> None:
+        """Raise LeaseLost or JobCanceledError once the lease is gone or cancel was requested."""
+        if self.lost.is_set():
+            raise LeaseLost("this attempt lost its lease; another worker owns the job now")
+        if self.cancel_requested.is_set():
+            raise JobCanceledError("canceled by request")
+
+
+def new_lease_token() -> str:
+    """A lease token that also says which process holds the lease (for logs and the database)."""
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(6)}"
+
 
 def _jsonable(value: Any) -> Any:
     """Engine metrics may hold numpy scalars or NaN; the job store holds plain JSON."""
@@ -115,10 +127,7 @@ class ProgressWriter:
         self._dirty = False
 
     def __call__(self, ev: ProgressEvent) -> None:
-        if self.keeper.lost.is_set():
-            raise LeaseLost("this attempt lost its lease; another worker owns the job now")
-        if self.keeper.cancel_requested.is_set():
-            raise JobCanceledError("canceled by request")
+        self.keeper.raise_if_stopped()
         stage_changed = ev.stage != self._stage
         now = utcnow()
         if stage_changed:
@@ -264,7 +273,7 @@ class DatabaseUnavailable(Exception):
 
 def execute_job(ctx: WorkerContext, job_id: str) -> str:
     """Run one job if we can claim it; returns what happened (for logs)."""
-    token = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(6)}"
+    token = new_lease_token()
     settings = ctx.settings
     try:
         with ctx.db.session() as s:

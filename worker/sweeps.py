@@ -41,10 +41,10 @@ from worker.heartbeat import Heartbeat
 from worker.runner import (
     _SAFE_NAME,
     LeaseKeeper,
-    LeaseLost,
     ProgressWriter,
     WorkerContext,
     download_inputs,
+    new_lease_token,
 )
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,7 @@ class TrialKeeper(Heartbeat):
         lease = timedelta(seconds=self.ctx.settings.lease_seconds)
         with self.ctx.db.session() as s:
             ours = trials_repo.renew(s, self.job_id, self.idx, self.token, utcnow() + lease)
-            job = jobs_repo.get_job_any(s, self.job_id)
-            ended = job is None or job.status in TERMINAL or job.cancel_requested
+            ended = _over(jobs_repo.get_job_any(s, self.job_id))
         if not ours:
             self.reason = "this worker lost the trial's lease"
         elif ended:
@@ -92,10 +91,14 @@ class _Inputs:
         return self._paths
 
 
+def _over(job: JobRecord | None) -> bool:
+    """The sweep job needs no more trials run: deleted, ended, or asked to cancel."""
+    return job is None or job.status in TERMINAL or job.cancel_requested
+
+
 def _job_gone(ctx: WorkerContext, job_id: str) -> bool:
     with ctx.db.session() as s:
-        job = jobs_repo.get_job_any(s, job_id)
-    return job is None or job.status in TERMINAL or job.cancel_requested
+        return _over(jobs_repo.get_job_any(s, job_id))
 
 
 def work_on_trials(
@@ -119,7 +122,7 @@ def work_on_trials(
         check()
         if _job_gone(ctx, job.id):
             return ran
-        token = f"{socket.gethostname()[:30]}:{os.getpid()}:{secrets.token_hex(6)}"
+        token = new_lease_token()
         with ctx.db.session() as s:
             trial = trials_repo.claim_next(s, job.id, token, worker_id(), utcnow(), lease, settings.max_attempts)
         if trial is None:
@@ -264,19 +267,13 @@ def run_distributed_sweep(
             log.warning("could not send a trial task for job %s", job.id, exc_info=True)
             break
 
-    def check() -> None:
-        if keeper.lost.is_set():
-            raise LeaseLost("this attempt lost its lease; another worker owns the job now")
-        if keeper.cancel_requested.is_set():
-            raise JobCanceledError("canceled by request")
-
     percent = _JobPercent(ctx, job.id, len(plans), writer)
     percent.update(rows)
     inputs = _Inputs(ctx, job, tmpdir / "in", (model_path, data_path))
     trials_tmp = tmpdir / "trial-work"
     trials_tmp.mkdir(exist_ok=True)
     while True:
-        work_on_trials(ctx, job, plans, inputs, trials_tmp, check, percent.tick)
+        work_on_trials(ctx, job, plans, inputs, trials_tmp, keeper.raise_if_stopped, percent.tick)
         with ctx.db.session() as s:
             trials_repo.fail_exhausted(
                 s, job.id, utcnow(), settings.max_attempts, "the trial's worker stopped during each of its attempts"
@@ -285,7 +282,7 @@ def run_distributed_sweep(
         percent.update(rows)
         if all(r.status in trials_repo.FINISHED for r in rows):
             break
-        check()
+        keeper.raise_if_stopped()
         time.sleep(settings.heartbeat_seconds)
 
     done = [r for r in rows if r.status == "done"]
@@ -331,11 +328,15 @@ def run_distributed_sweep(
     )
 
 
+def _nothing() -> None:
+    """A `run_trial` task has no job lease to check and no job percent to write."""
+
+
 def execute_trials(ctx: WorkerContext, job_id: str) -> str:
     """A `run_trial` task: help with the trials of a sweep job; never finalizes. Returns what happened."""
     with ctx.db.session() as s:
         job = jobs_repo.get_job_any(s, job_id)
-    if job is None or job.status in TERMINAL or job.cancel_requested:
+    if job is None or _over(job):
         return "nothing_to_do"
     try:
         spec = parse_spec(job.spec)
@@ -347,19 +348,13 @@ def execute_trials(ctx: WorkerContext, job_id: str) -> str:
     except (SpecError, EngineError) as exc:
         return f"invalid_spec: {exc}"[:200]
 
-    def check() -> None:
-        return None
-
-    def tick() -> None:
-        return None
-
     work_root = ctx.settings.work_dir
     if work_root is not None:
         work_root.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix=f"{job.id}-trials-", dir=work_root) as tmp:
         tmpdir = Path(tmp)
         try:
-            ran = work_on_trials(ctx, job, plans, _Inputs(ctx, job, tmpdir / "in"), tmpdir, check, tick)
+            ran = work_on_trials(ctx, job, plans, _Inputs(ctx, job, tmpdir / "in"), tmpdir, _nothing, _nothing)
         except JobCanceledError as exc:
             return f"stopped: {exc}"
     return f"ran {ran} trials"

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import DateTime, Engine, create_engine, event, text
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -22,6 +23,13 @@ _PG_MIGRATION_LOCK = 7_314_159
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def affected_rows(session: Session, stmt: Any) -> int:
+    """Run a conditional UPDATE/DELETE and return how many rows it changed (0 means the condition lost a race)."""
+    result = session.execute(stmt.execution_options(synchronize_session=False))
+    assert isinstance(result, CursorResult)  # UPDATE/DELETE always give one
+    return int(result.rowcount)
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -12,17 +12,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
-from sqlalchemy.engine import CursorResult
 from sqlalchemy.orm import Session
 
+from service.core.db import affected_rows
 from service.core.models import JobEvent, JobRecord, JobTrial, StageDuration
-
-
-def _rows(session: Session, stmt: Any) -> int:
-    result = session.execute(stmt.execution_options(synchronize_session=False))
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
-
 
 # --- API side -------------------------------------------------------------------------------
 
@@ -63,7 +56,7 @@ def mark_enqueued(session: Session, job_id: str, now: datetime) -> bool:
         .where(JobRecord.id == job_id, JobRecord.status == "queued", JobRecord.enqueued_at.is_(None))
         .values(enqueued_at=now)
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def unmark_enqueued(session: Session, job_id: str) -> None:
@@ -76,7 +69,7 @@ def cancel_queued(session: Session, job_id: str, now: datetime) -> bool:
         .where(JobRecord.id == job_id, JobRecord.status == "queued")
         .values(status="canceled", finished_at=now, updated_at=now, cancel_requested=True)
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def request_cancel(session: Session, job_id: str, now: datetime) -> bool:
@@ -85,7 +78,7 @@ def request_cancel(session: Session, job_id: str, now: datetime) -> bool:
         .where(JobRecord.id == job_id, JobRecord.status == "running")
         .values(cancel_requested=True, updated_at=now)
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def delete_job(session: Session, job: JobRecord) -> None:
@@ -168,7 +161,7 @@ def claim(session: Session, job_id: str, token: str, now: datetime, lease: timed
             updated_at=now,
         )
     )
-    if _rows(session, stmt) != 1:
+    if affected_rows(session, stmt) != 1:
         return False
     session.execute(
         update(JobRecord).where(JobRecord.id == job_id, JobRecord.started_at.is_(None)).values(started_at=now)
@@ -179,14 +172,14 @@ def claim(session: Session, job_id: str, token: str, now: datetime, lease: timed
 def renew_lease(session: Session, job_id: str, token: str, until: datetime) -> bool | None:
     """Extend our lease; returns whether cancel was requested, or None when the lease is no longer ours."""
     stmt = update(JobRecord).where(*_held(job_id, token)).values(lease_expires_at=until)
-    if _rows(session, stmt) != 1:
+    if affected_rows(session, stmt) != 1:
         return None
     return bool(session.scalar(select(JobRecord.cancel_requested).where(JobRecord.id == job_id)))
 
 
 def set_progress(session: Session, job_id: str, token: str, stage: str | None, percent: float, now: datetime) -> bool:
     stmt = update(JobRecord).where(*_held(job_id, token)).values(stage=stage, percent=percent, updated_at=now)
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def finish(session: Session, job_id: str, token: str, status: str, now: datetime, **values: Any) -> bool:
@@ -196,17 +189,14 @@ def finish(session: Session, job_id: str, token: str, status: str, now: datetime
         .where(*_held(job_id, token))
         .values(status=status, finished_at=now, updated_at=now, lease_token=None, lease_expires_at=None, **values)
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def fail_unclaimable(session: Session, job_id: str, now: datetime, code: str, message: str) -> bool:
     """End a job nobody may run any more (attempts used up), unless someone finished it meanwhile."""
     stmt = (
         update(JobRecord)
-        .where(
-            JobRecord.id == job_id,
-            _free(now),
-        )
+        .where(JobRecord.id == job_id, _free(now))
         .values(
             status="failed",
             finished_at=now,
@@ -217,7 +207,7 @@ def fail_unclaimable(session: Session, job_id: str, now: datetime, code: str, me
             error_message=message,
         )
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def cancel_unclaimable(session: Session, job_id: str, now: datetime) -> bool:
@@ -234,7 +224,7 @@ def cancel_unclaimable(session: Session, job_id: str, now: datetime) -> bool:
         )
         .values(status="canceled", finished_at=now, updated_at=now, lease_token=None, lease_expires_at=None)
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def expired_leases(session: Session, now: datetime, limit: int = 100) -> list[LeaseInfo]:
@@ -258,7 +248,7 @@ def requeue_expired(session: Session, job_id: str, token: str | None, now: datet
         )
         .values(status="queued", lease_token=None, lease_expires_at=None, enqueued_at=None, updated_at=now)
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def unsent_jobs(session: Session, older_than: datetime, limit: int = 100) -> list[tuple[str, str]]:

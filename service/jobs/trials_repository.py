@@ -10,19 +10,13 @@ from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, or_, select, update
-from sqlalchemy.engine import CursorResult
+from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.orm import Session
 
+from service.core.db import affected_rows
 from service.core.models import JobTrial
 
 FINISHED = ("done", "failed")
-
-
-def _rows(session: Session, stmt: Any) -> int:
-    result = session.execute(stmt.execution_options(synchronize_session=False))
-    assert isinstance(result, CursorResult)
-    return int(result.rowcount)
 
 
 def create_trials(session: Session, job_id: str, names: Sequence[str], now: datetime) -> None:
@@ -50,11 +44,18 @@ def list_trials(session: Session, job_id: str) -> Sequence[JobTrial]:
     return session.scalars(stmt.execution_options(populate_existing=True)).all()
 
 
-def _claimable(now: datetime, max_attempts: int) -> Any:
-    return and_(
-        or_(JobTrial.status == "pending", and_(JobTrial.status == "running", JobTrial.lease_expires_at < now)),
-        JobTrial.attempts < max_attempts,
-    )
+def _free(now: datetime) -> ColumnElement[bool]:
+    """Nobody runs the trial: it is pending, or running under a lease that has expired (its worker died)."""
+    return or_(JobTrial.status == "pending", and_(JobTrial.status == "running", JobTrial.lease_expires_at < now))
+
+
+def _held(job_id: str, idx: int, token: str) -> tuple[ColumnElement[bool], ...]:
+    """The trial is running under our lease."""
+    return JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
+
+
+def _claimable(now: datetime, max_attempts: int) -> ColumnElement[bool]:
+    return and_(_free(now), JobTrial.attempts < max_attempts)
 
 
 def claim_next(
@@ -81,7 +82,7 @@ def claim_next(
                 updated_at=now,
             )
         )
-        if _rows(session, stmt) == 1:
+        if affected_rows(session, stmt) == 1:
             session.commit()
             stmt2 = select(JobTrial).where(JobTrial.job_id == job_id, JobTrial.idx == idx)
             return session.scalar(stmt2.execution_options(populate_existing=True))
@@ -89,23 +90,15 @@ def claim_next(
 
 
 def renew(session: Session, job_id: str, idx: int, token: str, until: datetime) -> bool:
-    stmt = (
-        update(JobTrial)
-        .where(
-            JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
-        )
-        .values(lease_expires_at=until)
-    )
-    return _rows(session, stmt) == 1
+    stmt = update(JobTrial).where(*_held(job_id, idx, token)).values(lease_expires_at=until)
+    return affected_rows(session, stmt) == 1
 
 
 def finish(session: Session, job_id: str, idx: int, token: str, status: str, now: datetime, **values: Any) -> bool:
     """Move our running trial to done, failed, or back to pending; False if someone else holds it now."""
     stmt = (
         update(JobTrial)
-        .where(
-            JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
-        )
+        .where(*_held(job_id, idx, token))
         .values(
             status=status,
             lease_token=None,
@@ -115,32 +108,26 @@ def finish(session: Session, job_id: str, idx: int, token: str, status: str, now
             **values,
         )
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def release(session: Session, job_id: str, idx: int, token: str, now: datetime) -> bool:
     """Give an unfinished trial back (canceled, stopped): another worker may claim it at once."""
     stmt = (
         update(JobTrial)
-        .where(
-            JobTrial.job_id == job_id, JobTrial.idx == idx, JobTrial.lease_token == token, JobTrial.status == "running"
-        )
+        .where(*_held(job_id, idx, token))
         .values(
             status="pending", lease_token=None, lease_expires_at=None, updated_at=now, attempts=JobTrial.attempts - 1
         )
     )
-    return _rows(session, stmt) == 1
+    return affected_rows(session, stmt) == 1
 
 
 def fail_exhausted(session: Session, job_id: str, now: datetime, max_attempts: int, message: str) -> int:
     """Fail trials whose worker died on each of their attempts (nobody may claim them any more)."""
     stmt = (
         update(JobTrial)
-        .where(
-            JobTrial.job_id == job_id,
-            JobTrial.attempts >= max_attempts,
-            or_(JobTrial.status == "pending", and_(JobTrial.status == "running", JobTrial.lease_expires_at < now)),
-        )
+        .where(JobTrial.job_id == job_id, JobTrial.attempts >= max_attempts, _free(now))
         .values(
             status="failed",
             lease_token=None,
@@ -151,8 +138,4 @@ def fail_exhausted(session: Session, job_id: str, now: datetime, max_attempts: i
             finished_at=now,
         )
     )
-    return _rows(session, stmt)
-
-
-def delete_trials(session: Session, job_id: str) -> None:
-    session.execute(delete(JobTrial).where(JobTrial.job_id == job_id))
+    return affected_rows(session, stmt)
