@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,39 @@ class SpecError(ValueError):
 
 _METHODS = {"magnitude", "random", "channel", "nm", "structural"}
 
+# No real spec nests more than a handful of levels; hostile input nested thousands deep would otherwise
+# exhaust the interpreter's recursion (in the YAML composer, pydantic or JSON encoding) instead of failing cleanly.
+MAX_NESTING = 64
+# Values in one spec, counted as they would be serialized: bounds YAML aliases that expand exponentially.
+MAX_VALUES = 100_000
+
+
+def check_nesting(data: Any, max_depth: int = MAX_NESTING, max_values: int = MAX_VALUES) -> None:
+    """Raise SpecError when mappings/lists in `data` nest deeper than `max_depth` or hold over `max_values` values.
+
+    Iterative, so it is safe on input that recursion would not survive (cycles from YAML aliases included:
+    they exceed the depth). The error's loc is the top-level key under which the limit was exceeded.
+    """
+    stack: list[tuple[Any, int, str]] = [(data, 0, "")]
+    count = 1
+    while stack:
+        node, depth, top = stack.pop()
+        items: Iterable[tuple[Any, Any]]
+        if isinstance(node, dict):
+            items = node.items()
+        elif isinstance(node, list | tuple):
+            items = enumerate(node)
+        else:
+            continue
+        if depth >= max_depth:
+            msg = f"nested deeper than {max_depth} levels"
+            raise SpecError(f"the spec is {msg}", [{"loc": top, "msg": msg}])
+        count += len(node)
+        if count > max_values:
+            msg = f"more than {max_values} values"
+            raise SpecError(f"the spec holds {msg}", [{"loc": top, "msg": msg}])
+        stack.extend((value, depth + 1, top or str(key)) for key, value in items)
+
 
 def _path(loc: tuple[int | str, ...]) -> str:
     # pydantic puts the discriminator's value in the path (pruning.magnitude.sparsity); users wrote pruning.sparsity.
@@ -38,6 +72,7 @@ def parse_spec(data: Any) -> JobSpec:
     """Validate already-parsed data (a dict) into a JobSpec."""
     if not isinstance(data, dict):
         raise SpecError("the spec must be a mapping (YAML or JSON object)")
+    check_nesting(data)
     try:
         return JobSpec.model_validate(data)
     except ValidationError as exc:
@@ -51,6 +86,11 @@ def parse_spec_text(text: str) -> JobSpec:
     try:
         data = yaml.safe_load(text) if text.strip() else {}
     except yaml.YAMLError as exc:
+        raise SpecError(f"the spec is not valid YAML/JSON: {exc}") from None
+    except RecursionError:
+        # The composer recurses once per level, so this comes before check_nesting can look.
+        raise SpecError(f"the spec is nested deeper than {MAX_NESTING} levels") from None
+    except ValueError as exc:  # a scalar the constructor cannot convert, e.g. an integer of over 4300 digits
         raise SpecError(f"the spec is not valid YAML/JSON: {exc}") from None
     return parse_spec(data if data is not None else {})
 

@@ -94,6 +94,10 @@ class Isolation(BaseModel):
     child_process: bool
     rlimits: dict[str, int | None] = Field(default_factory=dict)
     network: str = Field(description="'isolated' (own network namespace) or why not.")
+    filesystem: str = Field(
+        default="not recorded",
+        description="'isolated: ...' (Landlock: only libraries, the job's inputs and its own folders) or why not.",
+    )
     environment: str = Field(description="Which environment variables the child got.")
     notes: list[str] = Field(default_factory=list, description="Limits not applied, and why.")
 

@@ -8,11 +8,34 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+# An API key's name is stored as the owner of its jobs and files (the `owner` columns are String(64)).
+OWNER_MAX_LENGTH = 64
+
+
+def parse_api_keys(text: str) -> dict[str, str]:
+    """Map of key name to the raw key from 'name:key,name2:key2'; errors never quote the text (it holds keys)."""
+    out: dict[str, str] = {}
+    for n, item in enumerate((i.strip() for i in text.split(",")), start=1):
+        if not item:
+            continue
+        name, sep, key = item.partition(":")
+        name, key = name.strip(), key.strip()
+        if not sep or not name or not key:
+            raise ValueError("PRUNEKIT_API_KEYS must look like 'name:key,name2:key2'")
+        if len(name) > OWNER_MAX_LENGTH:
+            raise ValueError(
+                f"PRUNEKIT_API_KEYS entry {n}: the key name is {len(name)} characters long; names are at most "
+                f"{OWNER_MAX_LENGTH} (a name is stored as the owner of the key's jobs and files)"
+            )
+        out[name] = key
+    return out
+
 
 class Settings(BaseSettings):
     """Defaults are the embedded single-machine setup: SQLite, filesystem broker, local storage."""
 
-    model_config = SettingsConfigDict(env_prefix="PRUNEKIT_", extra="ignore")
+    # Settings hold secrets (API keys, the webhook secret, database passwords): errors never echo the input.
+    model_config = SettingsConfigDict(env_prefix="PRUNEKIT_", extra="ignore", hide_input_in_errors=True)
 
     # Database: SQLite by default, PostgreSQL with postgresql+psycopg://...
     database_url: str = "sqlite:///./var/prunekit.db"
@@ -58,11 +81,26 @@ class Settings(BaseSettings):
         default=1.0, gt=0, description="How often a running job renews its lease and polls cancel."
     )
     sweep_interval: float = Field(default=5.0, gt=0, description="How often workers look for lost jobs to requeue.")
+    requeue_stale_after: float = Field(
+        default=120.0,
+        gt=0,
+        description="A job queued this many seconds since it was sent, whose message the broker no longer holds "
+        "(restarted without persistence, flushed), is sent again; pending webhooks likewise.",
+    )
     progress_interval: float = Field(
         default=0.5, ge=0, description="Least seconds between two progress writes of one job."
     )
     engine_isolate: bool = True
     work_dir: Path | None = None
+    sandbox_stale_after: float | None = Field(
+        default=None,
+        gt=0,
+        description="Seconds after which a prunekit-sandbox-* temp folder whose process is gone is removed "
+        "(default: the hard job time limit plus 10 minutes).",
+    )
+    upload_part_stale_after: float = Field(
+        default=3600.0, gt=0, description="Seconds after which a partial upload (.tmp/*.part) is removed."
+    )
 
     # Webhooks
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
@@ -75,6 +113,14 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     log_level: str = "INFO"
+
+    @field_validator("api_keys")
+    @classmethod
+    def _check_api_keys(cls, v: SecretStr | None) -> SecretStr | None:
+        # Checked when the settings load (service start-up), not on the first request a bad entry would break.
+        if v is not None:
+            parse_api_keys(v.get_secret_value())
+        return v
 
     @field_validator("webhook_allowed_hosts", mode="before")
     @classmethod
@@ -102,15 +148,4 @@ class Settings(BaseSettings):
 
     def parsed_api_keys(self) -> dict[str, str]:
         """Map of key name to the raw key, from `api_keys`."""
-        if self.api_keys is None:
-            return {}
-        out: dict[str, str] = {}
-        for item in self.api_keys.get_secret_value().split(","):
-            item = item.strip()
-            if not item:
-                continue
-            name, sep, key = item.partition(":")
-            if not sep or not name.strip() or not key.strip():
-                raise ValueError("PRUNEKIT_API_KEYS must look like 'name:key,name2:key2'")
-            out[name.strip()] = key.strip()
-        return out
+        return {} if self.api_keys is None else parse_api_keys(self.api_keys.get_secret_value())

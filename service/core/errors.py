@@ -79,6 +79,10 @@ class RangeNotSatisfiable(ProblemError):
     status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"
 
 
+class StoredObjectCorrupt(ProblemError):
+    status, code, title = 500, "stored_object_corrupt", "A stored object does not match its record"
+
+
 class NotImplementedProblem(ProblemError):
     status, code, title = 501, "not_implemented", "Not available on this server"
 

@@ -8,10 +8,13 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
+from service.core.config import OWNER_MAX_LENGTH
 from service.core.db import Base, UTCDateTime, utcnow
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
 PK = BigInteger().with_variant(Integer(), "sqlite")
+# The largest value either holds (64-bit signed): a key from a request beyond it cannot be compared to a row.
+PK_MAX = 2**63 - 1
 
 
 class FileRecord(Base):
@@ -19,7 +22,7 @@ class FileRecord(Base):
 
     pk: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
-    owner: Mapped[str] = mapped_column(String(64), index=True)
+    owner: Mapped[str] = mapped_column(String(OWNER_MAX_LENGTH), index=True)
     name: Mapped[str] = mapped_column(String(255))
     kind: Mapped[str] = mapped_column(String(16))
     size: Mapped[int] = mapped_column(BigInteger)
@@ -40,7 +43,7 @@ class JobRecord(Base):
 
     pk: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(40), unique=True)
-    owner: Mapped[str] = mapped_column(String(64))
+    owner: Mapped[str] = mapped_column(String(OWNER_MAX_LENGTH))
     status: Mapped[str] = mapped_column(String(16), default="queued")
     stage: Mapped[str | None] = mapped_column(String(32), nullable=True)
     percent: Mapped[float] = mapped_column(Float, default=0.0)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import re
 from typing import Annotated, Any
 
@@ -11,21 +13,26 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
+from prunekit.spec import SpecError
+from prunekit.spec.loading import MAX_NESTING, check_nesting
 from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep
 from service.core.errors import (
     NotImplementedProblem,
     NotReady,
     PayloadTooLarge,
     RangeNotSatisfiable,
+    StoredObjectCorrupt,
     UnsupportedMediaType,
     ValidationProblem,
 )
+from service.core.models import PK_MAX
 from service.core.multipart import MultipartForm, discard_files, receive_multipart
 from service.core.state import AppState
 from service.jobs import repository, service
 from service.jobs.schemas import EventList, EventOut, JobCreate, JobList, JobOut, JobStatus
 from service.storage import ObjectMissing
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
@@ -54,6 +61,16 @@ _SUBMIT_DOC: dict[str, Any] = {
 }
 
 
+def _check_nesting(raw: Any) -> None:
+    """Bound each field's nesting before pydantic and the request hash see the body (both recurse per level)."""
+    for name, value in raw.items() if isinstance(raw, dict) else [("body", raw)]:
+        try:
+            check_nesting(value)
+        except SpecError as exc:
+            msg = exc.errors[0]["msg"]
+            raise ValidationProblem(f"{name}: {msg}", [{"loc": str(name), "msg": msg}]) from None
+
+
 async def _json_submission(request: Request, state: AppState) -> service.Submission:
     body = bytearray()
     async for chunk in request.stream():
@@ -62,8 +79,13 @@ async def _json_submission(request: Request, state: AppState) -> service.Submiss
             raise PayloadTooLarge(f"the JSON body is larger than {state.settings.max_form_field_bytes} bytes")
     try:
         raw = json.loads(body)
+    except RecursionError:  # the decoder recurses once per level; far deeper than check_nesting allows
+        raise ValidationProblem(
+            f"the JSON body is nested deeper than {MAX_NESTING} levels", [{"loc": "body", "msg": "nested too deeply"}]
+        ) from None
     except ValueError as exc:
         raise ValidationProblem(f"the body is not valid JSON: {exc}") from None
+    _check_nesting(raw)
     try:
         req = JobCreate.model_validate(raw)
     except ValidationError as exc:
@@ -192,18 +214,24 @@ def delete_job(job: OwnedJob, session: SessionDep, state: StateDep) -> Response:
 _RANGE_RE = re.compile(r"^bytes=(\d*)-(\d*)$")
 
 
+def _byte_pos(digits: str) -> int:
+    """A position from a Range header; int() refuses over 4300 digits, and anything past 19 is past every file."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 19 else 10**19
+
+
 def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     """One byte range as (start, end inclusive); None to serve the whole file."""
     m = _RANGE_RE.match(header.strip())
     if not m or (not m.group(1) and not m.group(2)):
         return None  # multiple or malformed ranges: RFC 9110 lets us ignore Range
     if not m.group(1):
-        length = int(m.group(2))
+        length = _byte_pos(m.group(2))
         if length == 0:
             raise RangeNotSatisfiable("empty suffix range", headers={"Content-Range": f"bytes */{size}"})
         return max(size - length, 0), size - 1
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
+    start = _byte_pos(m.group(1))
+    end = _byte_pos(m.group(2)) if m.group(2) else size - 1
     if start >= size or end < start:
         raise RangeNotSatisfiable(f"range {header} outside 0-{size - 1}", headers={"Content-Range": f"bytes */{size}"})
     return start, min(end, size - 1)
@@ -221,6 +249,7 @@ def get_artifact(
     if job.status != "succeeded" or job.artifact_key is None:
         raise NotReady(f"job {job.id} is {job.status}; its artifact exists once it has succeeded")
     size = job.artifact_size or 0
+    _check_stored_artifact(job, state)
     etag = f'"{job.artifact_sha256}"'
     headers = {
         "ETag": etag,
@@ -244,6 +273,24 @@ def get_artifact(
         raise NotReady(f"the artifact of job {job.id} is missing from storage") from None
     headers.update({"Content-Range": f"bytes {start}-{end}/{size}", "Content-Length": str(end - start + 1)})
     return StreamingResponse(body, status_code=206, media_type="application/octet-stream", headers=headers)
+
+
+def _check_stored_artifact(job: Any, state: AppState) -> None:
+    # Before any byte goes out: a replaced or truncated object must fail cleanly, never as a short or foreign body.
+    try:
+        stored_size = state.storage.size(job.artifact_key)
+        digest = hashlib.sha256()
+        if stored_size == job.artifact_size:
+            for chunk in state.storage.iter_range(job.artifact_key):
+                digest.update(chunk)
+    except ObjectMissing:
+        raise NotReady(f"the artifact of job {job.id} is missing from storage") from None
+    if stored_size != job.artifact_size or digest.hexdigest() != job.artifact_sha256:
+        log.error("artifact of job %s does not match its record (size %s, recorded %s)", job.id, stored_size,
+                  job.artifact_size)  # fmt: skip
+        raise StoredObjectCorrupt(
+            f"the stored artifact of job {job.id} does not match its recorded size and sha256; nothing was sent"
+        )
 
 
 def _read_report(job: Any, state: AppState) -> dict[str, Any]:
@@ -280,7 +327,7 @@ def get_report_html(job: BrowserOwnedJob, state: StateDep) -> HTMLResponse:
 def get_events(
     job: OwnedJob,
     session: SessionDep,
-    after: Annotated[int, Query(ge=0)] = 0,
+    after: Annotated[int, Query(ge=0, le=PK_MAX)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
 ) -> EventList:
     """Progress, log and per-epoch metric events after `after`."""

@@ -20,7 +20,7 @@ from service.core.config import Settings
 from service.core.db import utcnow
 from service.core.errors import IdempotencyMismatch, InvalidState, ValidationProblem
 from service.core.ids import new_id
-from service.core.models import JobRecord
+from service.core.models import PK_MAX, JobRecord
 from service.core.multipart import UploadedPart
 from service.files import repository as files_repo
 from service.files import service as files_service
@@ -210,8 +210,10 @@ def decode_cursor(cursor: str) -> int:
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
         prefix, _, value = raw.partition(":")
-        if prefix != "pk":
+        pk = int(value)
+        # Only keys a row can have: beyond 64 bits the database cannot even compare them.
+        if prefix != "pk" or not 1 <= pk <= PK_MAX:
             raise ValueError(raw)
-        return int(value)
+        return pk
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValidationProblem("invalid cursor", [{"loc": "cursor", "msg": "invalid cursor"}]) from None

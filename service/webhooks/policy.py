@@ -9,6 +9,7 @@ the server call internal services.
 from __future__ import annotations
 
 import ipaddress
+import re
 import socket
 from urllib.parse import urlsplit
 
@@ -17,6 +18,23 @@ from service.core.config import Settings
 
 class WebhookRefused(ValueError):
     """The URL is not allowed (not on the allowlist, private address, bad scheme)."""
+
+
+_LABEL = re.compile(r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?")
+
+
+def _valid_host(host: str) -> bool:
+    """An IP literal or a DNS name that resolvers accept (labels of 1-63 characters, 253 in all)."""
+    try:
+        ipaddress.ip_address(host)
+        return True
+    except ValueError:
+        pass
+    try:
+        name = host.rstrip(".").encode("idna").decode("ascii")
+    except UnicodeError:
+        return False
+    return len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
 
 
 def _match(host: str, allowed: list[str]) -> str | None:
@@ -40,14 +58,26 @@ def check_url(url: str, settings: Settings) -> tuple[str, str]:
         )
     if len(url) > 2000:
         raise WebhookRefused("the URL is too long")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed '[' of an IPv6 address
+        raise WebhookRefused(f"the URL is malformed: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise WebhookRefused("the URL must be http or https")
     if parts.username or parts.password:
         raise WebhookRefused("credentials in the URL are not allowed")
+    try:
+        port_ok = parts.port != 0  # parsed only now: raises on a port that is not a number up to 65535
+    except ValueError:
+        port_ok = False
+    if not port_ok:
+        # Checked here, or delivery would fail on it later, after the job ran.
+        raise WebhookRefused("the URL's port must be a number from 1 to 65535")
     host = parts.hostname
     if not host:
         raise WebhookRefused("the URL has no host")
+    if not _valid_host(host):
+        raise WebhookRefused(f"'{host}' is not a valid host name")
     kind = _match(host, settings.webhook_allowed_hosts)
     if kind is None:
         raise WebhookRefused(f"host '{host}' is not on the server's webhook allowlist")

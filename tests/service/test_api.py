@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 from service.core.state import AppState
@@ -271,6 +272,16 @@ def test_artifact_ranges_etag_and_report(client: TestClient, state: AppState) ->
     r = client.get(done["links"]["artifact"], headers={"Range": f"bytes={len(artifact)}-"})
     assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(artifact)}"
     assert client.get(done["links"]["artifact"], headers={"If-None-Match": f'"{sha}"'}).status_code == 304
+    # Positions with more digits than int() takes (4300) used to be a 500; they are past the end like any other.
+    huge = "9" * 5000
+    r = client.get(done["links"]["artifact"], headers={"Range": f"bytes={huge}-"})
+    assert r.status_code == 416 and r.headers["content-range"] == f"bytes */{len(artifact)}"
+    r = client.get(done["links"]["artifact"], headers={"Range": f"bytes=10-{huge}"})
+    assert r.status_code == 206 and r.content == artifact[10:]
+    r = client.get(done["links"]["artifact"], headers={"Range": f"bytes=-{huge}"})
+    assert r.status_code == 206 and r.content == artifact
+    r = client.get(done["links"]["artifact"], headers={"Range": f"bytes={'0' * 5000}5-9"})
+    assert r.status_code == 206 and r.content == artifact[5:10]
 
     assert client.get(done["links"]["report"]).json() == report
     html = client.get(done["links"]["report_html"])
@@ -326,3 +337,143 @@ def test_auth_disabled_uses_local_owner(settings, caplog) -> None:
         assert anon.get(f"/v1/jobs/{job['id']}").status_code == 200
     with TestClient(app, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
         assert c.get("/v1/jobs").json()["items"][0]["id"] == job["id"]
+
+
+def _nest(levels: int, leaf: object = 1, key: str | None = "a") -> object:
+    """`levels` dicts (or lists when key is None) inside each other around `leaf`."""
+    out = leaf
+    for _ in range(levels):
+        out = {key: out} if key is not None else [out]
+    return out
+
+
+def test_query_integers_beyond_64_bits_are_422(client: TestClient) -> None:
+    # The keys are BIGINT (PostgreSQL) / INTEGER (SQLite): a larger value used to reach the database and fail there.
+    from service.jobs.service import encode_cursor
+
+    job = submit(client)
+    events = f"/v1/jobs/{job['id']}/events"
+    for after in ["99999999999999999999", str(2**63), "-1", "9" * 5000]:
+        body = _problem(client.get(events, params={"after": after}), 422, "validation_error")
+        assert body["errors"][0]["loc"] == "after", after
+    top = client.get(events, params={"after": str(2**63 - 1)})
+    assert top.status_code == 200 and top.json()["items"] == []
+    for pk in [2**63, 10**20, -1, 0]:
+        body = _problem(client.get("/v1/jobs", params={"cursor": encode_cursor(pk)}), 422, "validation_error")
+        assert body["errors"] == [{"loc": "cursor", "msg": "invalid cursor"}], pk
+    page = client.get("/v1/jobs", params={"cursor": encode_cursor(2**63 - 1)})
+    assert page.status_code == 200 and [j["id"] for j in page.json()["items"]] == [job["id"]]
+
+
+def test_deeply_nested_spec_is_422_not_a_recursion_error(client: TestClient) -> None:
+    model = upload(client)
+
+    def post_json(text: str):
+        return client.post("/v1/jobs", content=text, headers={"Content-Type": "application/json"})
+
+    # Deeper than the JSON decoder's own recursion survives (built as text: json.dumps would recurse too).
+    deep = '{"a":' * 10_000 + "1" + "}" * 10_000
+    r = post_json(f'{{"spec": {deep}, "model_file_id": "{model["id"]}"}}')
+    assert "nested deeper than 64 levels" in _problem(r, 422, "validation_error")["detail"]
+    r = post_json("[" * 10_000 + "]" * 10_000)
+    assert _problem(r, 422, "validation_error")["errors"][0]["loc"] == "body"
+    # Parsed fine, but past the limit: refused before pydantic, naming the field.
+    for value in [_nest(100), _nest(100, key=None)]:
+        r = client.post("/v1/jobs", json={"spec": {"model": {"kwargs": value}}, "model_file_id": model["id"]})
+        body = _problem(r, 422, "validation_error")
+        assert body["errors"] == [{"loc": "spec", "msg": "nested deeper than 64 levels"}]
+    # The limit itself is accepted: spec, model and kwargs are three of the 64 levels.
+    ok = client.post("/v1/jobs", json={"spec": {"model": {"kwargs": _nest(62)}}, "model_file_id": model["id"]})
+    assert ok.status_code == 202, ok.text
+    r = client.post("/v1/jobs", json={"spec": {"model": {"kwargs": _nest(63)}}, "model_file_id": model["id"]})
+    assert _problem(r, 422, "validation_error")["errors"][0]["loc"] == "spec"
+
+    # The multipart spec field is YAML: deep nesting, self-reference and alias bombs are refused the same way.
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{k}: &{k} [{', '.join([f'*{p}'] * 10)}]\n" for p, k in zip("abcdef", "bcdefg", strict=True)
+    )
+    for text, msg in [
+        ("model: {kwargs: " + "[" * 10_000 + "]" * 10_000 + "}", "nested deeper than 64 levels"),
+        (json.dumps({"model": {"kwargs": _nest(100)}}), "nested deeper than 64 levels"),
+        ("model: {kwargs: {loop: &l [*l]}}", "nested deeper than 64 levels"),
+        (bomb, "more than 100000 values"),
+        ("seed: " + "9" * 5000, "not valid YAML/JSON"),
+    ]:
+        r = client.post("/v1/jobs", files={"model": ("m.pt", b"x")}, data={"spec": text})
+        assert msg in _problem(r, 422, "validation_error")["detail"], text[:40]
+
+
+def test_webhook_url_with_a_bad_port_or_host_is_422(client: TestClient) -> None:
+    # These used to be accepted here and to crash the delivery once the job had finished.
+    model = upload(client)
+    for url in [
+        "http://hooks.example.com:99999/hook",
+        "http://hooks.example.com:0/hook",
+        "http://hooks.example.com:abc/hook",
+        "http://hooks.example.com:-1/hook",
+        "http://[::1/hook",
+        "http://a..example.org/hook",
+        f"http://{'a' * 64}.example.org/hook",
+    ]:
+        r = client.post("/v1/jobs", json={"spec": SPEC, "model_file_id": model["id"], "webhook_url": url})
+        assert _problem(r, 422, "validation_error")["errors"][0]["loc"] == "webhook_url", url
+    r = client.post(
+        "/v1/jobs",
+        files={"model": ("m.pt", b"x")},
+        data={"spec": json.dumps(SPEC), "webhook_url": "http://hooks.example.com:99999/hook"},
+    )
+    body = _problem(r, 422, "validation_error")
+    assert body["errors"][0]["loc"] == "webhook_url" and "port" in body["detail"]
+    ok = client.post(
+        "/v1/jobs",
+        json={"spec": SPEC, "model_file_id": model["id"], "webhook_url": "https://hooks.example.com:8443/x"},
+    )
+    assert ok.status_code == 202, ok.text
+
+
+def test_api_key_names_longer_than_the_owner_column_fail_at_start_up(settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import SecretStr, ValidationError
+
+    from service.app import create_app
+    from service.core.config import OWNER_MAX_LENGTH, Settings
+    from service.core.models import FileRecord, JobRecord
+    from service.main import app_factory
+
+    assert FileRecord.__table__.c.owner.type.length == JobRecord.__table__.c.owner.type.length == OWNER_MAX_LENGTH
+    long_name = "n" * (OWNER_MAX_LENGTH + 1)
+    with pytest.raises(ValidationError, match=f"key name is {OWNER_MAX_LENGTH + 1} characters") as info:
+        Settings(api_keys=f"alice:{KEY_A},{long_name}:the-secret-key")  # type: ignore[arg-type]
+    assert "the-secret-key" not in str(info.value) and KEY_A not in str(info.value)
+    with pytest.raises(ValidationError, match="must look like"):
+        Settings(api_keys="only-a-key")  # type: ignore[arg-type]
+    # From the environment, as the server starts: it refuses to start instead of failing requests later.
+    monkeypatch.setenv("PRUNEKIT_API_KEYS", f"{long_name}:the-secret-key")
+    with pytest.raises(ValidationError, match="PRUNEKIT_API_KEYS entry 1"):
+        app_factory()
+
+    # A name of exactly the column's length works end to end (PostgreSQL would refuse a longer one).
+    name = "n" * OWNER_MAX_LENGTH
+    app = create_app(settings.model_copy(update={"api_keys": SecretStr(f"{name}:{KEY_A}")}))
+    with TestClient(app, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
+        job = submit(c)
+        assert c.get(f"/v1/jobs/{job['id']}").status_code == 200
+
+
+@pytest.mark.parametrize("tamper", ["truncated", "same_size_other_bytes"])
+def test_a_tampered_artifact_fails_cleanly_instead_of_streaming(
+    client: TestClient, state: AppState, tamper: str
+) -> None:
+    # Another tenant's code once overwrote an artifact: the download must not send a short or foreign body.
+    job = submit(client)
+    artifact = os.urandom(200_000)
+    complete_job(state, job["id"], artifact, {"status": "passed", "gates": []})
+    key = client.get(f"/v1/jobs/{job['id']}").json()
+    stored = f"jobs/{job['id']}/a1-test/model.pt"
+    replacement = artifact[:1000] if tamper == "truncated" else bytes(len(artifact))
+    w = state.storage.open_writer(stored)
+    w.write(replacement)
+    w.commit()
+    r = client.get(key["links"]["artifact"])
+    body = _problem(r, 500, "stored_object_corrupt")
+    assert "nothing was sent" in body["detail"] and str(state.settings.storage_dir) not in r.text
+    assert client.get(key["links"]["artifact"], headers={"Range": "bytes=0-9"}).status_code == 500

@@ -9,8 +9,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import update
 
 from service.core.config import Settings
+from service.core.models import JobRecord
 from service.core.state import AppState
 from service.jobs import repository as repo
 from service.webhooks.delivery import deliver
@@ -52,6 +54,37 @@ def test_pattern_hosts_must_not_resolve_to_private_addresses() -> None:
         resolve_target("http://127.0.0.1/x", _settings(["*.0.1"]))
     # Listed exactly, a private address is the operator's explicit choice.
     assert resolve_target("http://127.0.0.1:9/x", _settings(["127.0.0.1"])) == ("127.0.0.1", "127.0.0.1")
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("http://hooks.example.com:99999/x", "port"),
+        ("http://hooks.example.com:0/x", "port"),
+        ("http://hooks.example.com:http/x", "port"),
+        ("http://[::1/x", "malformed"),
+        ("http://a..example.org/x", "not a valid host name"),
+        ("http://a b.example.org/x", "not a valid host name"),
+    ],
+)
+def test_malformed_urls_are_refused_not_raised(url: str, reason: str) -> None:
+    s = _settings(["hooks.example.com", "*.example.org"])
+    with pytest.raises(WebhookRefused, match=reason):
+        check_url(url, s)
+    with pytest.raises(WebhookRefused, match=reason):
+        resolve_target(url, s)
+
+
+def test_delivery_refuses_a_stored_url_with_a_bad_port(client: TestClient, state: AppState) -> None:
+    # A job stored before submissions checked the port: its delivery is refused, not a crash of the task.
+    job_id = submit(client, webhook_url="http://127.0.0.1/hook")["id"]
+    client.post(f"/v1/jobs/{job_id}/cancel")
+    with state.db.session() as s:
+        s.execute(update(JobRecord).where(JobRecord.id == job_id).values(webhook_url="http://127.0.0.1:99999/hook"))
+    with state.db.session() as s:
+        job = repo.get_job_any(s, job_id)
+    result = deliver(state.settings, job)
+    assert not result.ok and not result.retryable and "port" in result.detail
 
 
 class _Receiver(BaseHTTPRequestHandler):

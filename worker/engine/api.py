@@ -79,11 +79,14 @@ def child_entry(payload: dict[str, Any], emit: Any) -> dict[str, Any]:
 def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | None, limits: Any | None) -> Isolation:
     from worker.engine.isolation import run_isolated
 
+    model_path = str(Path(inputs.model_path).resolve())
+    data_path = str(Path(inputs.data_path).resolve()) if inputs.data_path else None
+    out = str(out_dir.resolve())
     payload = {
         "spec": inputs.spec.model_dump(mode="json"),
-        "model_path": str(Path(inputs.model_path).resolve()),
-        "data_path": str(Path(inputs.data_path).resolve()) if inputs.data_path else None,
-        "out_dir": str(out_dir.resolve()),
+        "model_path": model_path,
+        "data_path": data_path,
+        "out_dir": out,
     }
 
     def on_event(event: dict[str, Any]) -> None:
@@ -91,7 +94,16 @@ def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | Non
             progress(ProgressEvent(**event))
 
     limits = limits or default_limits(inputs.spec.device)
-    _, isolation = run_isolated("worker.engine.api:child_entry", payload, limits, on_event, preload=("torch",))
+    readable = (model_path, data_path) if data_path else (model_path,)
+    _, isolation = run_isolated(
+        "worker.engine.api:child_entry",
+        payload,
+        limits,
+        on_event,
+        preload=("torch",),
+        readable=readable,
+        writable=(out,),
+    )
     return isolation
 
 

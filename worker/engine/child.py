@@ -13,6 +13,7 @@ import errno
 import importlib
 import json
 import os
+import re
 import resource
 import signal
 import sys
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from worker.engine.errors import EngineError, ResourceLimitError
+from worker.engine.landlock import READ, Confinement, restrict
 
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
@@ -116,8 +118,9 @@ def _classify(exc: BaseException, limits: dict[str, Any]) -> dict[str, Any]:
         return file_size_error(limits.get("file_size_bytes")).to_dict()
     if isinstance(exc, RuntimeError) and any(h in str(exc).lower() for h in _MEMORY_HINTS):
         return memory_limit_error(limits.get("memory_bytes")).to_dict()  # torch's allocator under RLIMIT_AS
-    first = str(exc).strip().splitlines()[0][:500] if str(exc).strip() else ""
-    return {"code": EngineError.code, "message": f"internal error in the sandboxed job: {type(exc).__name__}: {first}"}
+    # Only prunekit's words reach the user: an arbitrary exception's text may carry file contents or paths.
+    name = re.sub(r"[^\w.]", "", type(exc).__name__)[:60]
+    return {"code": EngineError.code, "message": f"internal error in the sandboxed job ({name}); see the worker's log"}
 
 
 _PR_SET_PDEATHSIG = 1
@@ -133,6 +136,15 @@ def _die_with_parent(parent_pid: int | None) -> None:
         return
     if parent_pid is not None and os.getppid() != parent_pid:
         os._exit(1)  # the parent died before prctl took effect
+
+
+def _confine(config: dict[str, Any] | None) -> str:
+    # Last step before the untrusted payload: everything the job imported so far stays usable, nothing new opens.
+    if config is None:
+        return "not isolated: disabled by configuration"
+    own = [(str(Path("/proc/self").resolve()), READ)]  # the job's own /proc entries, not other processes'
+    rules = (*((str(p), int(r)) for p, r in config["rules"]), *own)
+    return restrict(Confinement(rules=rules, deny_tcp=bool(config["deny_tcp"])))
 
 
 def main(config_path: str) -> int:
@@ -172,7 +184,11 @@ def main(config_path: str) -> int:
             baseline = _vm_size()
             rlimits["address_space_baseline"] = baseline
             rlimits["RLIMIT_AS"] = _set_limit(resource.RLIMIT_AS, baseline + memory)
-        _write_json(config["sandbox_path"], {"network": network, "rlimits": rlimits, "pid": os.getpid()})
+        filesystem = _confine(config.get("confinement"))
+        _write_json(
+            config["sandbox_path"],
+            {"network": network, "filesystem": filesystem, "rlimits": rlimits, "pid": os.getpid()},
+        )
         payload = json.loads(Path(config["payload_path"]).read_text())
         result = fn(payload, emit)
         if result is None:

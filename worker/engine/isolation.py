@@ -27,6 +27,8 @@ from typing import Any
 from prunekit.spec.report import Isolation
 from worker.engine.child import file_size_error, human_bytes, memory_limit_error
 from worker.engine.errors import EngineError, ResourceLimitError, error_from_dict
+from worker.engine.landlock import Confinement
+from worker.engine.sandbox_paths import job_confinement
 
 __all__ = ["DEFAULT_ENV_ALLOW", "SandboxLimits", "child_environment", "run_isolated"]
 
@@ -53,6 +55,7 @@ class SandboxLimits:
     cpu_seconds: int | None  # CPU time, all threads together (SIGXCPU, then SIGKILL 5 s later)
     file_size_bytes: int | None  # largest file the job may write
     isolate_network: bool = True
+    isolate_filesystem: bool = True  # Landlock: the child opens only libraries, `readable` and `writable` paths
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     uses_cuda: bool = False  # the memory limit is not applied with CUDA (its driver reserves huge virtual ranges)
     wall_seconds: float | None = None  # wall-clock limit, enforced by the parent
@@ -168,15 +171,29 @@ class _EventPump:
                 self.on_event(event)
 
 
+def redact_paths(message: str, paths: tuple[str | os.PathLike[str], ...]) -> str:
+    """`message` with each of the server's `paths` shown by its last component only (never a server path)."""
+    for path in sorted({str(Path(p).resolve()) for p in paths}, key=len, reverse=True):
+        message = message.replace(path, Path(path).name or "<job>")
+    return message
+
+
 def _outcome_error(
-    rc: int, cpu_used: float, limits: SandboxLimits, log_path: Path, result: dict[str, Any] | None
+    rc: int,
+    cpu_used: float,
+    limits: SandboxLimits,
+    log_path: Path,
+    result: dict[str, Any] | None,
+    paths: tuple[str | os.PathLike[str], ...],
 ) -> EngineError:
+    """The user-facing error: prunekit's own words; the child's output goes to the worker's log only."""
     tail = _tail(log_path)
+    if tail:
+        log.warning("last lines of the sandboxed job's output (exit %s):\n%s", rc, tail)
     if result is not None and not result.get("ok", False):
-        error = error_from_dict(result.get("error", {}))
-        if error.code == EngineError.code and tail:
-            return EngineError(f"{error.message}\n--- last lines of the job's output ---\n{tail}")
-        return error
+        error = dict(result.get("error", {}))
+        error["message"] = redact_paths(str(error.get("message", "")), paths)
+        return error_from_dict(error)
     if rc < 0:
         sig = -rc
         if sig == signal.SIGXCPU or (
@@ -195,15 +212,11 @@ def _outcome_error(
             )
         if any(h in tail for h in _MEMORY_HINTS):
             return memory_limit_error(limits.memory_bytes)
-        return EngineError(
-            f"the sandboxed job crashed ({_signal_name(sig)})"
-            + (f"\n--- last lines of the job's output ---\n{tail}" if tail else "")
-        )
+        return EngineError(f"the sandboxed job crashed ({_signal_name(sig)}); the details are in the worker's log")
     if any(h in tail for h in _MEMORY_HINTS):
         return memory_limit_error(limits.memory_bytes)
     return EngineError(
-        f"the sandboxed job exited with status {rc} without a result"
-        + (f"\n--- last lines of the job's output ---\n{tail}" if tail else "")
+        f"the sandboxed job exited with status {rc} without a result; the details are in the worker's log"
     )
 
 
@@ -216,6 +229,8 @@ def run_isolated(
     grace_seconds: float = 5.0,
     cwd: str | os.PathLike[str] | None = None,
     preload: tuple[str, ...] = (),
+    readable: tuple[str | os.PathLike[str], ...] = (),
+    writable: tuple[str | os.PathLike[str], ...] = (),
 ) -> tuple[dict[str, Any], Isolation]:
     """Run `package.module:function(payload, emit) -> dict` in a sandboxed child; returns (result, Isolation).
 
@@ -223,11 +238,18 @@ def run_isolated(
     raises (e.g. JobCanceledError), the child's process group gets SIGTERM, then SIGKILL, and the error propagates.
     The memory allowance starts after the target's module and `preload` modules are imported: import heavy
     libraries (torch) at module level or list them in `preload`, or their mappings count against the allowance.
+    With `limits.isolate_filesystem`, the child can open only libraries, `readable` (read-only), `writable` and
+    its own scratch folder (read-write); its HOME and TMPDIR point into that scratch folder.
     """
     workdir = Path(tempfile.mkdtemp(prefix="prunekit-sandbox-"))
     log_path = workdir / "child.log"
     paths = {name: str(workdir / f"{name}.json") for name in ("payload", "result", "sandbox", "config")}
     env = child_environment(limits.env_allow)
+    confinement = None
+    if limits.isolate_filesystem:
+        confinement = _confinement(workdir, target, preload, readable, writable, limits)
+    if confinement is not None:
+        env.update(_scratch_environment(workdir))
     read_fd, write_fd = os.pipe()
     proc: subprocess.Popen[bytes] | None = None
     try:
@@ -242,6 +264,7 @@ def run_isolated(
             "limits": asdict(limits),
             "sys_path": [p for p in sys.path if p],  # the child imports the target as this process would
             "preload": list(preload),
+            "confinement": asdict(confinement) if confinement is not None else None,
         }
         Path(paths["config"]).write_text(json.dumps(config))
         with open(log_path, "wb") as log_file:
@@ -260,18 +283,21 @@ def run_isolated(
         rc, cpu_used = _supervise(proc, read_fd, on_event, limits, grace_seconds)
         result = json.loads(Path(paths["result"]).read_text()) if Path(paths["result"]).exists() else None
         if rc != 0 or result is None or not result.get("ok", False):
-            raise _outcome_error(rc, cpu_used, limits, log_path, result)
+            raise _outcome_error(rc, cpu_used, limits, log_path, result, (workdir, *readable, *writable))
         sandbox = json.loads(Path(paths["sandbox"]).read_text())
         isolation = Isolation(
             child_process=True,
             rlimits=sandbox["rlimits"],
             network=sandbox["network"],
+            filesystem=sandbox["filesystem"],
             environment=_describe_environment(env, limits.env_allow),
         )
         if limits.memory_bytes is not None and sandbox["rlimits"].get("RLIMIT_AS") is None:
             log.warning("memory limit of %s not applied (CUDA job)", human_bytes(limits.memory_bytes))
         if isolation.network != "isolated":
             log.warning("sandbox network: %s", isolation.network)
+        if not isolation.filesystem.startswith("isolated"):
+            log.warning("sandbox file system: %s", isolation.filesystem)
         return result["result"], isolation
     finally:
         if write_fd >= 0:
@@ -280,6 +306,26 @@ def run_isolated(
         if proc is not None and proc.returncode is None:  # an exception escaped before the child ended
             _terminate(proc, grace_seconds)
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _confinement(
+    workdir: Path,
+    target: str,
+    preload: tuple[str, ...],
+    readable: tuple[str | os.PathLike[str], ...],
+    writable: tuple[str | os.PathLike[str], ...],
+    limits: SandboxLimits,
+) -> Confinement:
+    modules = (target.partition(":")[0], *preload)
+    return job_confinement(readable, (workdir, *writable), modules, limits.uses_cuda, limits.isolate_network)
+
+
+def _scratch_environment(workdir: Path) -> dict[str, str]:
+    # Libraries write caches under HOME and temporary files under TMPDIR: both must be inside the sandbox.
+    home, tmp = workdir / "home", workdir / "tmp"
+    home.mkdir()
+    tmp.mkdir()
+    return {"HOME": str(home), "TMPDIR": str(tmp)}
 
 
 def _supervise(

@@ -10,15 +10,20 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from worker.engine.errors import InvalidModelError
+from worker.engine.errors import InvalidModelError, UnsafeModelError
 
-__all__ = ["Container", "DetectedFormat", "ModelFormat", "detect_format", "zip_entries"]
+__all__ = [
+    "Container", "DetectedFormat", "ModelFormat", "check_zip_bomb", "detect_format", "torch_archive_records",
+    "zip_entries",
+]  # fmt: skip
 
 ModelFormat = Literal["torchscript", "export", "state_dict"]
 Container = Literal["safetensors", "torch.save zip", "torch.save legacy", "torchscript zip", "pt2 zip"]
 
 # A safetensors header above this is not a model header but garbage (the format caps it at 100 MB too).
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
+# Compressed entries that would expand more than this (and past a small floor) are refused unread.
+_BOMB_RATIO, _BOMB_MIN_BYTES = 100, 16 * 1024 * 1024
 _EXPECTED = (
     "expected a TorchScript file (torch.jit.save), a torch.export program (torch.export.save, .pt2), "
     "a state_dict saved with torch.save, or a .safetensors file"
@@ -53,9 +58,55 @@ def zip_entries(zf: zipfile.ZipFile) -> tuple[str, list[str]]:
     return "", names
 
 
+def torch_archive_records(zf: zipfile.ZipFile) -> list[zipfile.ZipInfo]:
+    """The entries as torch's reader sees them; refuses archives it would read differently from zipfile.
+
+    torch takes the archive folder from the first entry and looks records up case-insensitively, so entries
+    outside that folder and names that differ only in case are ways to show a scanner other code than torch runs.
+    """
+    infos = zf.infolist()
+    if not infos or "/" not in infos[0].filename:
+        raise InvalidModelError("not a torch archive: its first entry is not inside a folder")
+    folder = infos[0].filename.split("/", 1)[0] + "/"
+    seen: set[str] = set()
+    for info in infos:
+        if not info.filename.startswith(folder):
+            raise UnsafeModelError(
+                f"refused: the archive has entries outside its folder '{folder}' ({info.filename[:80]}), which "
+                "torch would not read the way they look; nothing was run"
+            )
+        key = info.filename.casefold()
+        if key in seen:
+            raise UnsafeModelError(
+                f"refused: the archive holds two entries named '{info.filename[:80]}' (ignoring case); nothing was run"
+            )
+        seen.add(key)
+    return infos
+
+
+def check_zip_bomb(zf: zipfile.ZipFile, size: int) -> None:
+    """Refuse archives whose declared expansion is out of proportion to the file (before anything is inflated)."""
+    for info in zf.infolist():
+        if info.compress_type == zipfile.ZIP_STORED:
+            continue  # torch writes every record stored; stored entries cannot expand
+        ratio = info.file_size // max(info.compress_size, 1)
+        if info.file_size > _BOMB_MIN_BYTES and ratio > _BOMB_RATIO:
+            raise InvalidModelError(
+                f"refused: the archive entry {info.filename[:80]} would expand {ratio}x "
+                f"(to {_human_bytes(info.file_size)} from a {_human_bytes(size)} file); torch never writes compressed "
+                "records, so this is not a model saved by torch"
+            )
+    declared = sum(info.file_size for info in zf.infolist())
+    if declared > _BOMB_RATIO * size + _BOMB_MIN_BYTES:
+        raise InvalidModelError(
+            f"refused: the archive declares {_human_bytes(declared)} of content in a {_human_bytes(size)} file"
+        )
+
+
 def _classify_zip(path: Path, size: int) -> DetectedFormat:
     try:
         with zipfile.ZipFile(path) as zf:
+            check_zip_bomb(zf, size)
             prefix, entries = zip_entries(zf)
     except (zipfile.BadZipFile, OSError, ValueError) as exc:
         raise InvalidModelError(
