@@ -10,19 +10,23 @@ from typing import Any
 from anyio import to_thread
 from fastapi import FastAPI
 from prometheus_client import Counter
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from prunekit.spec.job import JobSpec
 from service.core.auth import KeyRing
 from service.core.broker import Broker
 from service.core.config import Settings
 from service.core.db import Database, run_migrations
-from service.core.errors import install_problem_handlers
+from service.core.deps import SESSION_COOKIE
+from service.core.errors import COMMON_PROBLEMS, Problem, install_problem_handlers
 from service.core.state import AppState
 from service.files.router import router as files_router
 from service.jobs.router import router as jobs_router
 from service.ops.metrics import JobStoreCollector, build_registry
 from service.ops.router import router as ops_router
 from service.storage import make_storage
+from service.storage.cleanup import clean_upload_parts
 from service.ui.router import router as ui_router
 
 log = logging.getLogger(__name__)
@@ -54,6 +58,64 @@ class RequestMetrics:
             self.counter.labels(scope["method"], path, str(status["code"])).inc()
 
 
+# Models the routes' hand-written docs refer to as #/components/schemas/<name> (FastAPI only adds the ones it sees).
+_DOC_MODELS: tuple[type[BaseModel], ...] = (Problem, JobSpec)
+BEARER_SCHEME = "apiKey"
+SESSION_SCHEME = "session"
+
+
+def _document_auth(operation: dict[str, Any]) -> None:
+    """Turn the Authorization header (and the jobs page's cookie) an operation reads into its security."""
+    params = operation.get("parameters", [])
+    takes_key = any(p["in"] == "header" and p["name"].lower() == "authorization" for p in params)
+    takes_cookie = any(p["in"] == "cookie" and p["name"] == SESSION_COOKIE for p in params)
+    if not takes_key:
+        return
+    # OpenAPI ignores an `Authorization` header parameter; the session cookie is documented as a scheme instead.
+    kept = [
+        p
+        for p in params
+        if not (p["in"] == "header" and p["name"].lower() == "authorization")
+        and not (p["in"] == "cookie" and p["name"] == SESSION_COOKIE)
+    ]
+    if kept:
+        operation["parameters"] = kept
+    else:
+        operation.pop("parameters", None)
+    operation["security"] = [{BEARER_SCHEME: []}] + ([{SESSION_SCHEME: []}] if takes_cookie else [])
+
+
+def build_openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document: FastAPI's, plus the API key scheme and the schemas the hand-written docs use."""
+    if app.openapi_schema is not None:
+        return app.openapi_schema
+    doc = FastAPI.openapi(app)
+    schemas: dict[str, Any] = doc.setdefault("components", {}).setdefault("schemas", {})
+    for model in _DOC_MODELS:
+        schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+        for name, sub in {**schema.pop("$defs", {}), model.__name__: schema}.items():
+            if schemas.setdefault(name, sub) != sub:
+                raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
+    doc["components"]["securitySchemes"] = {
+        BEARER_SCHEME: {
+            "type": "http",
+            "scheme": "bearer",
+            "description": "An API key from PRUNEKIT_API_KEYS: `Authorization: Bearer <key>`.",
+        },
+        SESSION_SCHEME: {
+            "type": "apiKey",
+            "in": "cookie",
+            "name": SESSION_COOKIE,
+            "description": "The signed session the jobs page (/ui) sets after signing in; read-only pages only.",
+        },
+    }
+    for path in doc.get("paths", {}).values():
+        for operation in path.values():
+            _document_auth(operation)
+    app.openapi_schema = doc
+    return doc
+
+
 def create_app(settings: Settings) -> FastAPI:
     """Build the API for these settings; nothing is shared between two apps."""
     keys = KeyRing.from_settings(settings)
@@ -72,6 +134,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             await to_thread.run_sync(run_migrations, settings.database_url)
+        await to_thread.run_sync(clean_upload_parts, settings)
         yield
         state.broker.close()
         state.db.dispose()
@@ -81,7 +144,9 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="Prune PyTorch models: submit a job, poll it, download the artifact and its report.",
         lifespan=lifespan,
+        responses=COMMON_PROBLEMS,
     )
+    app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.prunekit = state
     install_problem_handlers(app)
     app.include_router(files_router)

@@ -4,8 +4,35 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that a new connection may not have: a dropped link, a restart, a failover."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+
+
+def retry_transient(fn: Callable[[], T], deadline: float, what: str) -> T:
+    """Call `fn` until it passes, retrying transient database errors until time.monotonic() > deadline."""
+    pause = 0.1
+    while True:
+        try:
+            return fn()
+        except DBAPIError as exc:
+            if not is_transient(exc) or time.monotonic() + pause > deadline:
+                raise
+            log.warning("%s: transient database error, retrying in %.1f s: %s", what, pause, type(exc).__name__)
+        time.sleep(pause)
+        pause = min(pause * 2, 2.0)
 
 
 class Heartbeat(threading.Thread):
@@ -24,8 +51,11 @@ class Heartbeat(threading.Thread):
         while not self._stop_evt.wait(self._interval):
             try:
                 go_on = self.beat()
-            except Exception:  # a database blip: keep trying until the lease really runs out
-                log.warning("%s: could not renew the lease", self.name, exc_info=True)
+            except Exception as exc:  # a database blip: keep trying until the lease really runs out
+                if is_transient(exc):
+                    log.warning("%s: could not renew the lease (%s); retrying", self.name, type(exc).__name__)
+                else:
+                    log.exception("%s: could not renew the lease", self.name)
                 continue
             if not go_on:
                 return

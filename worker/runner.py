@@ -18,13 +18,15 @@ import socket
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.orm import Session
 
 from prunekit.spec import SpecError, parse_spec
 from service.core.broker import Broker
@@ -37,7 +39,7 @@ from service.jobs.schemas import TERMINAL
 from service.storage import ObjectMissing, Storage, make_storage
 from worker.engine.errors import EngineError, JobCanceledError
 from worker.engine.progress import ProgressEvent
-from worker.heartbeat import Heartbeat
+from worker.heartbeat import Heartbeat, is_transient, retry_transient
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +73,18 @@ class LeaseKeeper(Heartbeat):
         self.ctx, self.job_id, self.token = ctx, job_id, token
         self.cancel_requested = threading.Event()
         self.lost = threading.Event()
+        self._expires = time.monotonic() + ctx.settings.lease_seconds  # the claim just set the lease
+
+    def deadline(self) -> float:
+        """When (time.monotonic()) the lease runs out unless renewed: the end of any retrying."""
+        return self._expires
 
     def beat(self) -> bool:
         lease = timedelta(seconds=self.ctx.settings.lease_seconds)
+        started = time.monotonic()
         with self.ctx.db.session() as s:
             answer = jobs_repo.renew_lease(s, self.job_id, self.token, utcnow() + lease)
+        self._expires = started + lease.total_seconds()
         if answer is None:
             self.lost.set()
             return False
@@ -155,14 +164,27 @@ class ProgressWriter:
             self.flush()
 
     def flush(self) -> None:
+        """Write pending progress; a transient database error keeps it for the next write (the engine runs on)."""
+        try:
+            self._write()
+        except DBAPIError as exc:
+            if not is_transient(exc):
+                raise
+            self._last_write = time.monotonic()
+            log.warning("job %s: progress not written (%s); will retry", self.job_id, type(exc).__name__)
+
+    def flush_final(self) -> None:
+        """Write pending progress, retrying transient database errors while the lease lasts."""
+        retry_transient(self._write, self.keeper.deadline(), f"job {self.job_id} progress")
+
+    def _write(self) -> None:
         if not self._dirty and not self._events:
             return
-        events, self._events = self._events, []
         with self.ctx.db.session() as s:
             if not jobs_repo.set_progress(s, self.job_id, self.token, self._stage, self._percent, utcnow()):
                 self.keeper.lost.set()
                 return
-            for e in events:
+            for e in self._events:
                 jobs_repo.add_event(
                     s,
                     self.job_id,
@@ -173,7 +195,7 @@ class ProgressWriter:
                     data=e.get("data"),
                     ts=e["ts"],
                 )
-        self._dirty = False
+        self._events, self._dirty = [], False
         self._last_write = time.monotonic()
 
 
@@ -222,14 +244,55 @@ def _notify(ctx: WorkerContext, job_id: str) -> None:
         log.exception("could not enqueue the webhook of job %s", job_id)
 
 
-def _end(ctx: WorkerContext, job_id: str, token: str, status: str, message: str, **values: Any) -> bool:
-    with ctx.db.session() as s:
-        ok = jobs_repo.finish(s, job_id, token, status, utcnow(), **values)
-        if ok:
-            jobs_repo.add_event(s, job_id, "state", message)
-    if ok:
-        _notify(ctx, job_id)
-    return ok
+def _finish(keeper: LeaseKeeper, status: str, on_done: Callable[[Session, str], None], **values: Any) -> str | None:
+    """The terminal conditional update (plus `on_done` in its transaction), retried through transient errors.
+
+    Returns the state recorded (`canceled` if a cancel was accepted meanwhile), or None when the lease is lost.
+    """
+    ctx, job_id, token, now = keeper.ctx, keeper.job_id, keeper.token, utcnow()
+    tries = 0
+
+    def once() -> str | None:
+        nonlocal tries
+        tries += 1
+        with ctx.db.session() as s:
+            recorded = jobs_repo.finish(s, job_id, token, status, now, **values)
+            if recorded is not None:
+                on_done(s, recorded)
+            elif tries > 1:  # an earlier try may have committed before its connection dropped
+                return _finished_at(s, job_id, now)
+        return recorded
+
+    return retry_transient(once, keeper.deadline(), f"job {job_id} finish")
+
+
+def _finished_at(session: Session, job_id: str, now: datetime) -> str | None:
+    """The job's terminal state if it was written with exactly our `now` (by us), else None."""
+    job = jobs_repo.get_job_any(session, job_id)
+    return job.status if job is not None and job.status in TERMINAL and job.finished_at == now else None
+
+
+def _notify_soon(ctx: WorkerContext, job_id: str) -> None:
+    """`_notify`, retrying transient database errors for up to one lease period."""
+    deadline = time.monotonic() + ctx.settings.lease_seconds
+    retry_transient(lambda: _notify(ctx, job_id), deadline, f"job {job_id} webhook")
+
+
+def _end(keeper: LeaseKeeper, status: str, message: str, **values: Any) -> bool:
+    """Finish the job as `status` with an event saying `message` (a cancel accepted meanwhile wins)."""
+
+    def event(s: Session, recorded: str) -> None:
+        jobs_repo.add_event(s, keeper.job_id, "state", message if recorded == status else "canceled by request")
+
+    recorded = _finish(keeper, status, event, **values)
+    if recorded is not None:
+        _notify_soon(keeper.ctx, keeper.job_id)
+    return recorded is not None
+
+
+def internal_error_message(job_id: str) -> str:
+    """What users are told about a worker fault: prunekit's words only (never SQL, parameters or tokens)."""
+    return f"internal error in the worker; the details are in the worker's log (reference {job_id})"
 
 
 def _handle_unclaimed(ctx: WorkerContext, job_id: str) -> str:
@@ -327,50 +390,48 @@ def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str, keeper: LeaseKe
                     progress=writer,
                     isolate=settings.engine_isolate,
                 )
-            writer.flush()
+            writer.flush_final()
         except JobCanceledError as exc:
-            return _stop(ctx, job.id, token, keeper, str(exc))
+            return _stop(keeper, str(exc))
         except EngineError as exc:
-            _end(ctx, job.id, token, "failed", f"failed: {exc.code}", error_code=exc.code, error_message=exc.message)
-            return "failed"
+            return _failed(keeper, exc.code, exc.message)
         except SoftTimeLimitExceeded:
             msg = f"the job ran longer than the server's limit of {settings.job_soft_time_limit} s and was stopped"
-            _end(ctx, job.id, token, "failed", "failed: time_limit", error_code="time_limit", error_message=msg)
-            return "failed"
+            return _failed(keeper, "time_limit", msg)
         except SpecError as exc:
-            _end(
-                ctx, job.id, token, "failed", "failed: invalid_spec", error_code="invalid_spec", error_message=str(exc)
-            )
-            return "failed"
+            return _failed(keeper, "invalid_spec", str(exc))
         except ObjectMissing as exc:
-            msg = f"an input file is missing from storage ({exc}); upload it again"
-            _end(ctx, job.id, token, "failed", "failed: input_missing", error_code="input_missing", error_message=msg)
-            return "failed"
-        except Exception as exc:
-            # A bug or an infrastructure failure, not the user's input: say which, keep the traceback in the log.
-            log.exception("job %s failed unexpectedly", job.id)
-            msg = f"internal error in the worker: {type(exc).__name__}: {exc}"[:2000]
-            _end(ctx, job.id, token, "failed", "failed: internal_error", error_code="internal_error", error_message=msg)
-            return "failed"
+            return _failed(keeper, "input_missing", f"an input file is missing from storage ({exc}); upload it again")
+        except Exception:
+            # A bug or an infrastructure failure, not the user's input: the full exception goes to the log only.
+            log.exception("job %s failed unexpectedly (reference %s)", job.id, job.id)
+            return _failed(keeper, "internal_error", internal_error_message(job.id))
 
         if keeper.lost.is_set():
             return "lease_lost"
         if keeper.cancel_requested.is_set():
-            return _stop(ctx, job.id, token, keeper, "canceled by request")
-        return _publish(ctx, job, token, prefix, outputs)
+            return _stop(keeper, "canceled by request")
+        return _publish(keeper, job, prefix, outputs)
 
 
-def _stop(ctx: WorkerContext, job_id: str, token: str, keeper: LeaseKeeper, message: str) -> str:
-    if keeper.lost.is_set():
-        log.warning("job %s: lease lost, this attempt stops without writing", job_id)
+def _failed(keeper: LeaseKeeper, code: str, message: str) -> str:
+    """End the job as failed with `code` and the user-facing `message`; returns the outcome for logs."""
+    if not _end(keeper, "failed", f"failed: {code}", error_code=code, error_message=message):
         return "lease_lost"
-    _end(ctx, job_id, token, "canceled", message or "canceled")
+    return "failed"
+
+
+def _stop(keeper: LeaseKeeper, message: str) -> str:
+    if keeper.lost.is_set():
+        log.warning("job %s: lease lost, this attempt stops without writing", keeper.job_id)
+        return "lease_lost"
+    _end(keeper, "canceled", message or "canceled")
     return "canceled"
 
 
-def _publish(ctx: WorkerContext, job: JobRecord, token: str, prefix: str, outputs: Any) -> str:
+def _publish(keeper: LeaseKeeper, job: JobRecord, prefix: str, outputs: Any) -> str:
     """Upload under this attempt's prefix, then point the job row at it in one conditional update."""
-    storage = ctx.storage
+    ctx, storage = keeper.ctx, keeper.ctx.storage
     values: dict[str, Any] = {}
     try:
         if outputs.artifact_path is not None:
@@ -396,20 +457,27 @@ def _publish(ctx: WorkerContext, job: JobRecord, token: str, prefix: str, output
             stage=None,
             percent=100.0,
         )
-        with ctx.db.session() as s:
-            ok = jobs_repo.finish(s, job.id, token, "succeeded", utcnow(), **values)
-            if ok:
-                jobs_repo.add_stage_durations(s, job.id, dict(report.stage_seconds))
-                jobs_repo.add_event(s, job.id, "state", f"succeeded ({report.status})")
+
+        def events(s: Session, recorded: str) -> None:
+            if recorded != "succeeded":
+                jobs_repo.add_event(s, job.id, "state", "canceled by request; the result was discarded")
+                return
+            jobs_repo.add_stage_durations(s, job.id, dict(report.stage_seconds))
+            jobs_repo.add_event(s, job.id, "state", f"succeeded ({report.status})")
+
+        recorded = _finish(keeper, "succeeded", events, **values)
     except BaseException:
         storage.delete_prefix(prefix)
         raise
-    if not ok:
+    if recorded != "succeeded":
         storage.delete_prefix(prefix)
-        return "lease_lost"
+        if recorded is None:
+            return "lease_lost"
+        _notify_soon(ctx, job.id)
+        return recorded
     # Earlier attempts that died mid-upload may have left files: the job has exactly one artifact.
     for key in storage.list(f"jobs/{job.id}/"):
         if not key.startswith(prefix):
             storage.delete(key)
-    _notify(ctx, job.id)
+    _notify_soon(ctx, job.id)
     return "succeeded"

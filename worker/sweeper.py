@@ -1,25 +1,32 @@
 """Finds jobs whose worker vanished (lease expired) and requeues, cancels or fails them.
 
 Runs as a thread in every worker's main process. Each action is a conditional update, so any
-number of sweepers can run at once and exactly one wins per job.
+number of sweepers can run at once and exactly one wins per job. It also resends the messages
+a broker lost (restarted without persistence, flushed) and removes crashed processes' leftovers.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from datetime import timedelta
+import time
+from datetime import datetime, timedelta
 
+from service.core.config import Settings
 from service.core.db import utcnow
 from service.jobs import repository as jobs_repo
+from service.storage.cleanup import clean_upload_parts
+from worker.leftovers import remove_stale_sandboxes, sandbox_max_age
 from worker.runner import WorkerContext, _notify, give_up_message
 
 log = logging.getLogger(__name__)
 
+LEFTOVERS_EVERY = 600.0  # seconds between two looks for crashed processes' temp folders and partial uploads
+
 
 def sweep_once(ctx: WorkerContext) -> dict[str, int]:
     """One pass; returns counts of what it did."""
-    counts = {"requeued": 0, "failed": 0, "canceled": 0, "sent": 0}
+    counts = {"requeued": 0, "failed": 0, "canceled": 0, "sent": 0, "resent": 0}
     now = utcnow()
     with ctx.db.session() as s:
         expired = jobs_repo.expired_leases(s, now)
@@ -52,6 +59,7 @@ def sweep_once(ctx: WorkerContext) -> dict[str, int]:
         unsent = jobs_repo.unsent_jobs(s, now - timedelta(seconds=max(10.0, 2 * ctx.settings.sweep_interval)))
     for job_id, queue in unsent:
         counts["sent"] += _send(ctx, job_id, queue)
+    counts["resent"] = _resend_lost(ctx, now)
     if any(counts.values()):
         log.info("sweep: %s", counts)
     return counts
@@ -70,6 +78,80 @@ def _send(ctx: WorkerContext, job_id: str, queue: str) -> int:
     return 1
 
 
+def _webhook_patience(settings: Settings) -> timedelta:
+    """How long a pending webhook may show no activity while its retry chain is alive (longest backoff)."""
+    backoff = min(settings.webhook_backoff_seconds * 2 ** (settings.webhook_max_attempts - 1), 86400.0)
+    return timedelta(seconds=settings.requeue_stale_after + settings.webhook_timeout + backoff)
+
+
+def _resend_lost(ctx: WorkerContext, now: datetime) -> int:
+    """Resend stale queued jobs and pending webhooks, no more per queue than the broker is missing."""
+    sent_before = now - timedelta(seconds=ctx.settings.requeue_stale_after)
+    with ctx.db.session() as s:
+        jobs = jobs_repo.stale_queued_jobs(s, sent_before)
+        hooks = jobs_repo.stale_webhooks(s, now - _webhook_patience(ctx.settings))
+        if not jobs and not hooks:
+            return 0
+        waiting = jobs_repo.waiting_messages(s)
+    try:
+        depths = ctx.broker.queue_depths()
+    except Exception:  # broker down: nothing can be sent now, the next pass looks again
+        log.warning("could not read the queue depths", exc_info=True)
+        return 0
+    # A backlog is not a loss: only as many messages as the queue lacks are sent again.
+    missing = {q: n - depths.get(q, 0) for q, n in waiting.items()}
+    resent = 0
+    for job_id, queue in jobs:
+        if missing.get(queue, 0) > 0 and _resend_job(ctx, job_id, queue, sent_before):
+            missing[queue] -= 1
+            resent += 1
+    for job_id, queue in hooks:
+        if missing.get(queue, 0) > 0 and _resend_webhook(ctx, job_id, queue):
+            missing[queue] -= 1
+            resent += 1
+    return resent
+
+
+def _resend_job(ctx: WorkerContext, job_id: str, queue: str, sent_before: datetime) -> bool:
+    # Mark, then send: one sweeper wins the conditional update; a crash between the two leaves the
+    # job stale again after requeue_stale_after, and a failed send hands it to the unsent path.
+    with ctx.db.session() as s:
+        if not jobs_repo.mark_resent(s, job_id, sent_before, utcnow()):
+            return False
+    try:
+        ctx.broker.send_job(job_id, queue)
+    except Exception:
+        log.warning("could not resend job %s", job_id, exc_info=True)
+        with ctx.db.session() as s:
+            jobs_repo.unmark_enqueued(s, job_id)
+        return False
+    with ctx.db.session() as s:
+        jobs_repo.add_event(s, job_id, "log", "sent again: the broker no longer held its message")
+    log.warning("job %s was queued but its message was lost; sent it again", job_id)
+    return True
+
+
+def _resend_webhook(ctx: WorkerContext, job_id: str, queue: str) -> bool:
+    # Webhooks are at least once (receivers dedupe by webhook-id): two sweepers may both resend.
+    try:
+        ctx.broker.send_webhook(job_id, queue)
+    except Exception:
+        log.warning("could not resend the webhook of job %s", job_id, exc_info=True)
+        return False
+    with ctx.db.session() as s:  # the event is also the mark: the webhook is not stale again for a while
+        jobs_repo.add_event(s, job_id, "log", "webhook sent again: the broker no longer held its message")
+    log.warning("the webhook of job %s was pending but its message was lost; sent it again", job_id)
+    return True
+
+
+def clean_leftovers(ctx: WorkerContext) -> dict[str, int]:
+    """Remove this host's left-over sandbox folders and stale partial uploads; returns counts."""
+    return {
+        "sandboxes": remove_stale_sandboxes(sandbox_max_age(ctx.settings)),
+        "parts": clean_upload_parts(ctx.settings),
+    }
+
+
 class Sweeper(threading.Thread):
     def __init__(self, ctx: WorkerContext) -> None:
         super().__init__(name="prunekit-sweeper", daemon=True)
@@ -77,11 +159,18 @@ class Sweeper(threading.Thread):
         self._stop_evt = threading.Event()
 
     def run(self) -> None:
+        last_cleanup = -LEFTOVERS_EVERY
         while True:
             try:
                 sweep_once(self.ctx)
             except Exception:  # keep sweeping through database or broker outages
                 log.warning("sweep failed", exc_info=True)
+            if time.monotonic() - last_cleanup >= LEFTOVERS_EVERY:
+                last_cleanup = time.monotonic()
+                try:
+                    clean_leftovers(self.ctx)
+                except Exception:  # a disk problem must not stop the sweeper
+                    log.warning("leftover cleanup failed", exc_info=True)
             if self._stop_evt.wait(self.ctx.settings.sweep_interval):
                 return
 

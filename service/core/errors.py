@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,59 @@ class StoredObjectCorrupt(ProblemError):
 
 class NotImplementedProblem(ProblemError):
     status, code, title = 501, "not_implemented", "Not available on this server"
+
+
+class ProblemFieldError(BaseModel):
+    """One field's error in a problem's `errors` list."""
+
+    model_config = ConfigDict(extra="allow")
+
+    loc: str
+    msg: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem details body, sent as application/problem+json by every error response."""
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
+    instance: str
+    errors: list[ProblemFieldError] | None = None
+
+
+# What each status means here; the one place the problem responses of the OpenAPI document are described.
+_PROBLEM_DESCRIPTIONS = {
+    400: "Bad request (problem details)",
+    401: "Missing or unknown API key (problem details; `WWW-Authenticate: Bearer`)",
+    403: "Forbidden (problem details)",
+    404: "Not found, or owned by another key (problem details)",
+    409: "Conflict: not ready yet or not allowed in the job's state (problem details)",
+    413: "Payload too large (problem details)",
+    415: "Unsupported media type (problem details)",
+    416: "Range not satisfiable (problem details; `Content-Range: bytes */<size>`)",
+    422: "The request is invalid (problem details; `errors` lists the fields)",
+    500: "Internal server error (problem details)",
+    501: "Not available on this server (problem details)",
+}
+PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
+
+
+def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for these error statuses: application/problem+json bodies of the Problem schema."""
+    return {
+        status: {
+            "description": _PROBLEM_DESCRIPTIONS[status],
+            "content": {PROBLEM_MEDIA_TYPE: {"schema": {"$ref": PROBLEM_SCHEMA_REF}}},
+        }
+        for status in statuses
+    }
+
+
+# Any operation can fail this way (the app documents it on every route); routers add their own statuses.
+COMMON_PROBLEMS = problem_responses(500)
 
 
 def problem_response(

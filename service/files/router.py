@@ -6,12 +6,12 @@ from anyio import to_thread
 from fastapi import APIRouter, Request
 
 from service.core.deps import CurrentKey, OwnedFile, StateDep
-from service.core.errors import ValidationProblem
+from service.core.errors import ValidationProblem, problem_responses
 from service.core.multipart import discard_files, receive_multipart
 from service.files import service
 from service.files.schemas import FileOut
 
-router = APIRouter(prefix="/v1/files", tags=["files"])
+router = APIRouter(prefix="/v1/files", tags=["files"], responses=problem_responses(401, 422))
 
 _UPLOAD_DOC = {
     "requestBody": {
@@ -25,6 +25,7 @@ _UPLOAD_DOC = {
                         "file": {"type": "string", "format": "binary"},
                         "kind": {"type": "string", "enum": ["model", "data"], "default": "model"},
                     },
+                    "additionalProperties": False,
                 }
             }
         },
@@ -32,7 +33,9 @@ _UPLOAD_DOC = {
 }
 
 
-@router.post("", status_code=201, response_model=FileOut, openapi_extra=_UPLOAD_DOC)
+@router.post(
+    "", status_code=201, response_model=FileOut, openapi_extra=_UPLOAD_DOC, responses=problem_responses(413, 415)
+)
 async def upload_file(request: Request, state: StateDep, key: CurrentKey) -> FileOut:
     """Upload a model or dataset once (streamed, size-capped, sha256 computed on the way)."""
     form = await receive_multipart(
@@ -66,7 +69,7 @@ async def upload_file(request: Request, state: StateDep, key: CurrentKey) -> Fil
         raise
 
 
-@router.get("/{file_id}", response_model=FileOut)
+@router.get("/{file_id}", response_model=FileOut, responses=problem_responses(404))
 def get_file(rec: OwnedFile) -> FileOut:
     """A file's metadata."""
     return FileOut.of(rec)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, delete, func, or_, select, update
+from sqlalchemy import ColumnElement, and_, case, delete, exists, func, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from service.core.db import affected_rows
@@ -182,14 +182,33 @@ def set_progress(session: Session, job_id: str, token: str, stage: str | None, p
     return affected_rows(session, stmt) == 1
 
 
-def finish(session: Session, job_id: str, token: str, status: str, now: datetime, **values: Any) -> bool:
-    """Move our running job to a terminal state; False if the lease was lost meanwhile."""
+def finish(session: Session, job_id: str, token: str, status: str, now: datetime, **values: Any) -> str | None:
+    """Move our running job to a terminal state; returns the state recorded, None if the lease was lost.
+
+    One conditional UPDATE: if a cancel was accepted meanwhile the row becomes `canceled` and `values` are not kept.
+    """
+    canceled = JobRecord.cancel_requested.is_(True)
+    kept = {k: case((canceled, getattr(JobRecord, k)), else_=_bound(k, v)) for k, v in values.items()}
     stmt = (
         update(JobRecord)
         .where(*_held(job_id, token))
-        .values(status=status, finished_at=now, updated_at=now, lease_token=None, lease_expires_at=None, **values)
+        .values(
+            status=case((canceled, "canceled"), else_=status),
+            finished_at=now,
+            updated_at=now,
+            lease_token=None,
+            lease_expires_at=None,
+            **kept,
+        )
+        .returning(JobRecord.status)
     )
-    return affected_rows(session, stmt) == 1
+    recorded: str | None = session.execute(stmt.execution_options(synchronize_session=False)).scalar_one_or_none()
+    return recorded
+
+
+def _bound(column: str, value: Any) -> ColumnElement[Any]:
+    """A value typed like its column (JSON, UTC datetimes), for use inside a CASE."""
+    return literal(value, getattr(JobRecord, column).type)
 
 
 def fail_unclaimable(session: Session, job_id: str, now: datetime, code: str, message: str) -> bool:
@@ -259,6 +278,50 @@ def unsent_jobs(session: Session, older_than: datetime, limit: int = 100) -> lis
         .limit(limit)
     )
     return [(i, q) for i, q in session.execute(stmt).all()]
+
+
+def stale_queued_jobs(session: Session, sent_before: datetime, limit: int = 100) -> list[tuple[str, str]]:
+    """Queued jobs last sent before `sent_before`, oldest first (the broker may have lost their message)."""
+    stmt = (
+        select(JobRecord.id, JobRecord.queue)
+        .where(JobRecord.status == "queued", JobRecord.enqueued_at < sent_before)
+        .order_by(JobRecord.enqueued_at)
+        .limit(limit)
+    )
+    return [(i, q) for i, q in session.execute(stmt).all()]
+
+
+def mark_resent(session: Session, job_id: str, sent_before: datetime, now: datetime) -> bool:
+    """Take the resend of a stale queued job (one sweeper wins) and record its new send time."""
+    stmt = (
+        update(JobRecord)
+        .where(JobRecord.id == job_id, JobRecord.status == "queued", JobRecord.enqueued_at < sent_before)
+        .values(enqueued_at=now)
+    )
+    return affected_rows(session, stmt) == 1
+
+
+def stale_webhooks(session: Session, idle_since: datetime, limit: int = 100) -> list[tuple[str, str]]:
+    """Jobs whose webhook is pending with no event since `idle_since` (its message may be lost)."""
+    recent = exists().where(JobEvent.job_id == JobRecord.id, JobEvent.ts >= idle_since)
+    stmt = (
+        select(JobRecord.id, JobRecord.queue)
+        .where(JobRecord.webhook_state == "pending", JobRecord.updated_at < idle_since, ~recent)
+        .order_by(JobRecord.updated_at)
+        .limit(limit)
+    )
+    return [(i, q) for i, q in session.execute(stmt).all()]
+
+
+def waiting_messages(session: Session) -> dict[str, int]:
+    """Per queue, how many messages the broker should hold: sent queued jobs plus pending webhooks."""
+    jobs = select(JobRecord.queue, func.count()).where(JobRecord.status == "queued", JobRecord.enqueued_at.is_not(None))
+    hooks = select(JobRecord.queue, func.count()).where(JobRecord.webhook_state == "pending")
+    counts: dict[str, int] = {}
+    for stmt in (jobs, hooks):
+        for queue, n in session.execute(stmt.group_by(JobRecord.queue)).all():
+            counts[queue] = counts.get(queue, 0) + int(n)
+    return counts
 
 
 def add_stage_durations(session: Session, job_id: str, seconds: dict[str, float]) -> None:

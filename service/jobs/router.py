@@ -24,6 +24,7 @@ from service.core.errors import (
     StoredObjectCorrupt,
     UnsupportedMediaType,
     ValidationProblem,
+    problem_responses,
 )
 from service.core.models import PK_MAX
 from service.core.multipart import MultipartForm, discard_files, receive_multipart
@@ -33,28 +34,40 @@ from service.jobs.schemas import EventList, EventOut, JobCreate, JobList, JobOut
 from service.storage import ObjectMissing
 
 log = logging.getLogger(__name__)
-router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422))
 
 IdempotencyKey = Annotated[str | None, Header(alias="Idempotency-Key", max_length=255)]
 
+# The app adds JobSpec (prunekit/spec/job.py) to the document's components; JobCreate.spec is a plain dict only
+# because the service parses it itself (parse_spec_or_422) to answer with the spec's own error locations.
+_JOB_SPEC_REF = {"$ref": "#/components/schemas/JobSpec"}
 _SUBMIT_DOC: dict[str, Any] = {
     "requestBody": {
         "required": True,
         "content": {
-            "application/json": {"schema": JobCreate.model_json_schema()},
+            "application/json": {
+                "schema": {
+                    **JobCreate.model_json_schema(),
+                    "properties": {**JobCreate.model_json_schema()["properties"], "spec": _JOB_SPEC_REF},
+                }
+            },
             "multipart/form-data": {
                 "schema": {
                     "type": "object",
                     "required": ["spec"],
+                    "additionalProperties": False,
+                    "description": "Exactly one of `model` / `model_file_id`; at most one of `data` / `data_file_id`.",
+                    "oneOf": [{"required": ["model"]}, {"required": ["model_file_id"]}],
                     "properties": {
-                        "spec": {"type": "string", "description": "The JobSpec as JSON or YAML text."},
+                        "spec": {**_JOB_SPEC_REF, "description": "The JobSpec as JSON (or YAML) text."},
                         "model": {"type": "string", "format": "binary"},
                         "model_file_id": {"type": "string"},
                         "data": {"type": "string", "format": "binary"},
                         "data_file_id": {"type": "string"},
                         "webhook_url": {"type": "string"},
                     },
-                }
+                },
+                "encoding": {"spec": {"contentType": "application/json, application/yaml, text/plain"}},
             },
         },
     }
@@ -131,7 +144,9 @@ def _multipart_submission(form: MultipartForm) -> service.Submission:
     )
 
 
-@router.post("", status_code=202, response_model=JobOut, openapi_extra=_SUBMIT_DOC)
+@router.post(
+    "", status_code=202, response_model=JobOut, openapi_extra=_SUBMIT_DOC, responses=problem_responses(413, 415)
+)
 async def submit_job(
     request: Request, response: Response, state: StateDep, key: CurrentKey, idempotency_key: IdempotencyKey = None
 ) -> JobOut:
@@ -192,19 +207,19 @@ def list_jobs(
     return JobList(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut)
+@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(404))
 def get_job(job: OwnedJob) -> JobOut:
     """A job's status, progress, error and links."""
     return JobOut.of(job)
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=problem_responses(404, 409))
 def cancel_job(job: OwnedJob, session: SessionDep, state: StateDep) -> JobOut:
     """Cancel: a queued job at once, a running one within seconds."""
     return JobOut.of(service.cancel_job(session, state.broker, job))
 
 
-@router.delete("/{job_id}", status_code=204)
+@router.delete("/{job_id}", status_code=204, responses=problem_responses(404, 409))
 def delete_job(job: OwnedJob, session: SessionDep, state: StateDep) -> Response:
     """Remove a finished job, its artifact, report and inline uploads."""
     service.delete_job(session, state.storage, job)
@@ -237,7 +252,15 @@ def _parse_range(header: str, size: int) -> tuple[int, int] | None:
     return start, min(end, size - 1)
 
 
-@router.get("/{job_id}/artifact", responses={200: {"content": {"application/octet-stream": {}}}, 206: {}})
+@router.get(
+    "/{job_id}/artifact",
+    responses={
+        200: {"content": {"application/octet-stream": {}}},
+        206: {"description": "One byte range", "content": {"application/octet-stream": {}}},
+        304: {"description": "Not modified (If-None-Match)"},
+        **problem_responses(404, 409, 416),
+    },
+)
 def get_artifact(
     job: BrowserOwnedJob,
     state: StateDep,
@@ -304,13 +327,13 @@ def _read_report(job: Any, state: AppState) -> dict[str, Any]:
     return report
 
 
-@router.get("/{job_id}/report")
+@router.get("/{job_id}/report", responses=problem_responses(404, 409))
 def get_report(job: BrowserOwnedJob, state: StateDep) -> dict[str, Any]:
     """The report JSON (see prunekit/spec/report.py)."""
     return _read_report(job, state)
 
 
-@router.get("/{job_id}/report.html", response_class=HTMLResponse)
+@router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=problem_responses(404, 409, 501))
 def get_report_html(job: BrowserOwnedJob, state: StateDep) -> HTMLResponse:
     """The report as one self-contained HTML page."""
     report = _read_report(job, state)
@@ -323,7 +346,7 @@ def get_report_html(job: BrowserOwnedJob, state: StateDep) -> HTMLResponse:
     return HTMLResponse(render_report_html(report, job_id=job.id))
 
 
-@router.get("/{job_id}/events", response_model=EventList)
+@router.get("/{job_id}/events", response_model=EventList, responses=problem_responses(404))
 def get_events(
     job: OwnedJob,
     session: SessionDep,

@@ -159,6 +159,11 @@ def enqueue(session: Session, broker: Broker, job: JobRecord) -> None:
 
 
 def cancel_job(session: Session, broker: Broker, job: JobRecord) -> JobRecord:
+    """Cancel a queued job now, or flag a running one; 409 once it is finished.
+
+    A flag accepted here is always honoured: the worker's finishing UPDATE turns into `canceled`
+    when it sees the flag, and a flag that comes after that UPDATE finds the job finished (409).
+    """
     now = utcnow()
     for _ in range(3):  # the job may move from queued to running between our two updates
         if job.status in TERMINAL:
@@ -174,6 +179,8 @@ def cancel_job(session: Session, broker: Broker, job: JobRecord) -> JobRecord:
             session.commit()
             break
         session.refresh(job)
+    else:
+        raise InvalidState(f"job {job.id} is {job.status}; try the cancel again")
     session.refresh(job)
     return job
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Cookie, Form, Header, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from service.core.deps import SESSION_COOKIE, SessionDep, StateDep, browser_key
-from service.core.errors import Forbidden, NotImplementedProblem, Unauthorized
+from service.core.errors import Forbidden, NotImplementedProblem, Unauthorized, problem_responses
 from service.jobs import repository
 from service.jobs.schemas import JobOut
 from service.ui.pages import login_page
@@ -17,7 +17,14 @@ from service.ui.pages import login_page
 router = APIRouter(tags=["ui"])
 
 
-@router.get("/ui", response_class=HTMLResponse)
+@router.get(
+    "/ui",
+    response_class=HTMLResponse,
+    responses={
+        401: {"description": "The sign-in form", "content": {"text/html": {"schema": {"type": "string"}}}},
+        **problem_responses(422, 501),
+    },
+)
 def jobs_page(
     session: SessionDep,
     state: StateDep,

@@ -50,7 +50,10 @@ def run_job(
     else:
         execute_job(inputs.spec, inputs.model_path, inputs.data_path, out_dir, progress)
         isolation = Isolation(
-            child_process=False, network="not isolated: run in-process", environment="inherited (in-process)"
+            child_process=False,
+            network="not isolated: run in-process",
+            filesystem="not isolated: run in-process",
+            environment="inherited (in-process)",
         )
     return _finish(out_dir, isolation, render_report)
 

@@ -1,0 +1,135 @@
+"""A worker rides out a dropped database connection, and never shows a database error to users (real DB)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+
+from service.core.db import utcnow
+from service.core.models import JobRecord
+from service.core.state import AppState
+from service.jobs import repository as repo
+from tests.service.conftest import submit
+from worker import runner
+from worker.engine.progress import ProgressEvent
+from worker.heartbeat import is_transient
+
+LEASE = timedelta(seconds=30)
+
+
+def _ctx(state: AppState) -> runner.WorkerContext:
+    return runner.WorkerContext(state.settings, state.db, state.storage, state.broker)
+
+
+def _dropped(token: str = "t") -> OperationalError:
+    return OperationalError(
+        "UPDATE jobs SET stage=%(stage)s WHERE jobs.lease_token = %(token)s", {"token": token}, Exception("terminated")
+    )
+
+
+def _claimed(client: TestClient, state: AppState, token: str = "w1") -> tuple[str, runner.LeaseKeeper]:
+    job_id: str = submit(client)["id"]
+    with state.db.session() as s:
+        assert repo.claim(s, job_id, token, utcnow(), LEASE, 3)
+    return job_id, runner.LeaseKeeper(_ctx(state), job_id, token)
+
+
+def _row(state: AppState, job_id: str) -> JobRecord:
+    with state.db.session() as s:
+        row = repo.get_job_any(s, job_id)
+    assert row is not None
+    return row
+
+
+def _messages(client: TestClient, job_id: str) -> list[str]:
+    return [e["message"] for e in client.get(f"/v1/jobs/{job_id}/events").json()["items"]]
+
+
+def test_which_database_errors_are_transient() -> None:
+    assert is_transient(_dropped())
+    assert is_transient(DBAPIError("SELECT 1", {}, Exception("x"), connection_invalidated=True))
+    assert not is_transient(ProgrammingError("SELECT nope", {}, Exception("syntax error")))
+    assert not is_transient(ValueError("not a database error"))
+
+
+def test_an_internal_error_shows_neither_sql_nor_the_lease_token(
+    client: TestClient, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id: str = submit(client)["id"]
+    seen: dict[str, str] = {}
+
+    def broken(ctx: Any, job: JobRecord, folder: Path) -> Any:
+        seen["token"] = str(job.lease_token)
+        raise ProgrammingError(f"SELECT * FROM files WHERE lease_token = '{job.lease_token}'", {}, Exception("boom"))
+
+    monkeypatch.setattr(runner, "download_inputs", broken)
+    assert runner.execute_job(_ctx(state), job_id) == "failed"
+    job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["status"] == "failed" and job["error"]["code"] == "internal_error"
+    assert job["error"]["message"] == runner.internal_error_message(job_id)
+    shown = job["error"]["message"] + " ".join(_messages(client, job_id))
+    assert seen["token"] not in shown and "SELECT" not in shown and "lease_token" not in shown
+
+
+def test_progress_outlives_a_dropped_connection(
+    client: TestClient, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, keeper = _claimed(client, state)
+    writer = runner.ProgressWriter(_ctx(state), job_id, "w1", keeper)
+    real, calls = repo.set_progress, []
+
+    def flaky(*args: Any, **kwargs: Any) -> bool:
+        calls.append(args)
+        if len(calls) == 1:
+            raise _dropped("w1")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(repo, "set_progress", flaky)
+    writer(ProgressEvent("prune", 10.0, "pruning"))  # the write fails: the engine is not stopped
+    writer(ProgressEvent("finetune", 20.0, "finetuning"))
+    writer.flush_final()
+    assert not keeper.lost.is_set() and len(calls) == 2
+    row = _row(state, job_id)
+    assert row.status == "running" and row.stage == "finetune"
+    assert {"pruning", "finetuning"} <= set(_messages(client, job_id))
+
+
+def test_a_finish_retries_and_recognises_its_own_lost_commit(
+    client: TestClient, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, keeper = _claimed(client, state)
+    real, calls = repo.finish, []
+
+    def committed_then_dropped(session: Any, *args: Any, **kwargs: Any) -> str | None:
+        calls.append(args)
+        if len(calls) == 1:  # the commit reached the database, its answer did not reach us
+            with state.db.session() as other:
+                real(other, *args, **kwargs)
+            raise _dropped("w1")
+        return real(session, *args, **kwargs)
+
+    monkeypatch.setattr(repo, "finish", committed_then_dropped)
+    assert runner._end(keeper, "failed", "failed: x", error_code="x", error_message="the x failed")
+    assert len(calls) == 2
+    row = _row(state, job_id)
+    assert row.status == "failed" and row.error_message == "the x failed"
+
+
+def test_a_finish_gives_up_when_the_lease_runs_out(
+    client: TestClient, state: AppState, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id, keeper = _claimed(client, state)
+
+    def down(*args: Any, **kwargs: Any) -> str | None:
+        raise _dropped("w1")
+
+    monkeypatch.setattr(repo, "finish", down)
+    monkeypatch.setattr(keeper, "deadline", lambda: 0.0)  # the lease is already over
+    with pytest.raises(OperationalError):
+        runner._end(keeper, "failed", "failed: x", error_code="x", error_message="m")
+    assert _row(state, job_id).status == "running"  # left to lease expiry and the sweeper
