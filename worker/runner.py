@@ -364,7 +364,7 @@ def execute_job(ctx: WorkerContext, job_id: str) -> str:
 
 
 def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str, keeper: LeaseKeeper, prefix: str) -> str:
-    from worker.engine.api import JobInputs, run_job  # torch is imported here, in the worker only
+    from worker.engine.api import JobInputs, default_limits, run_job  # torch is imported here, in the worker only
 
     settings = ctx.settings
     writer = ProgressWriter(ctx, job.id, token, keeper)
@@ -389,6 +389,7 @@ def _run_claimed(ctx: WorkerContext, job: JobRecord, token: str, keeper: LeaseKe
                     out_dir,
                     progress=writer,
                     isolate=settings.engine_isolate,
+                    limits=default_limits(spec.device, settings.sandbox_memory_bytes),
                 )
             writer.flush_final()
         except JobCanceledError as exc:

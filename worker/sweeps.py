@@ -143,7 +143,7 @@ def _run_trial(
     check: Callable[[], None],
     tick: Callable[[], None],
 ) -> None:
-    from worker.engine.api import JobInputs, run_job
+    from worker.engine.api import JobInputs, default_limits, run_job
 
     idx = trial.idx
     keeper = TrialKeeper(ctx, job.id, idx, token)
@@ -173,6 +173,7 @@ def _run_trial(
                 trial_dir / "out",
                 progress=sink,
                 isolate=ctx.settings.engine_isolate,
+                limits=default_limits(plan.spec.device, ctx.settings.sandbox_memory_bytes),
                 render_report=False,
             )
             if keeper.abort.is_set():

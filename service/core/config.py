@@ -71,6 +71,12 @@ class Settings(BaseSettings):
 
     # Jobs and workers
     default_queue: Literal["cpu", "gpu"] = "cpu"
+    sandbox_memory_bytes: int = Field(
+        default=8 * 1024**3,
+        ge=64 * 1024**2,
+        description="Memory a job's sandboxed child may map on top of the interpreter and torch (RLIMIT_AS; "
+        "not applied to CUDA jobs).",
+    )
     job_soft_time_limit: int = Field(default=6 * 3600, ge=1, description="Seconds before a job is stopped and failed.")
     job_time_limit: int = Field(default=6 * 3600 + 300, ge=1, description="Hard limit: the worker process is killed.")
     max_attempts: int = Field(default=3, ge=1, description="Deliveries of one job (crashes included) before it fails.")

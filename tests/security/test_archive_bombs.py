@@ -68,3 +68,13 @@ def test_the_torchscript_scanner_never_inflates_a_huge_code_entry(bombs: dict[st
     with pytest.raises(UnsafeModelError, match=r"declares .* bytes, more than any model.s code"):
         check_torchscript_archive(bombs["torchscript_code"])
     assert _peak_rss() - before < 64 * MiB
+
+
+def test_the_sandbox_memory_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from service.core.config import Settings
+    from worker.engine.api import default_limits
+
+    monkeypatch.setenv("PRUNEKIT_SANDBOX_MEMORY_BYTES", str(512 * MiB))
+    settings = Settings()
+    assert default_limits("cpu", settings.sandbox_memory_bytes).memory_bytes == 512 * MiB
+    assert Settings.model_fields["sandbox_memory_bytes"].default == 8 * 1024 * MiB

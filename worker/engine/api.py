@@ -110,15 +110,15 @@ def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | Non
     return isolation
 
 
-def default_limits(device: str = "auto") -> Any:
-    """Sandbox limits for a job: 8 GiB of memory above the interpreter, 24 h of CPU, 8 GiB per written file."""
+def default_limits(device: str = "auto", memory_bytes: int = 8 * 1024**3) -> Any:
+    """Sandbox limits for a job: `memory_bytes` above the interpreter (8 GiB), 24 h of CPU, 8 GiB per file."""
     import torch
 
     from worker.engine.isolation import SandboxLimits
 
     uses_cuda = device != "cpu" and torch.cuda.is_available()
     return SandboxLimits(
-        memory_bytes=8 * 1024**3,
+        memory_bytes=memory_bytes,
         cpu_seconds=24 * 3600,  # CPU time of all threads; the service also enforces wall-clock limits
         file_size_bytes=8 * 1024**3,
         uses_cuda=uses_cuda,
