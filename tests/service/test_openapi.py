@@ -100,3 +100,11 @@ def test_a_real_error_matches_the_documented_problem(doc: dict[str, Any], tmp_pa
     assert response.headers["content-type"] == PROBLEM_MEDIA_TYPE
     schema = {"$ref": PROBLEM_REF, "components": doc["components"]}
     jsonschema.validate(response.json(), schema)
+
+
+def test_method_not_allowed_names_every_method_of_the_path(client: TestClient) -> None:
+    # /v1/jobs is served by two routes (GET list, POST submit): Starlette alone named only the first.
+    r = client.request("OPTIONS", "/v1/jobs")
+    assert r.status_code == 405 and r.headers["allow"] == "GET, POST"
+    r = client.request("PUT", "/v1/jobs/job_123")
+    assert r.status_code == 405 and r.headers["allow"] == "DELETE, GET"
