@@ -272,7 +272,6 @@ def get_artifact(
     if job.status != "succeeded" or job.artifact_key is None:
         raise NotReady(f"job {job.id} is {job.status}; its artifact exists once it has succeeded")
     size = job.artifact_size or 0
-    _check_stored_artifact(job, state)
     etag = f'"{job.artifact_sha256}"'
     headers = {
         "ETag": etag,
@@ -281,6 +280,7 @@ def get_artifact(
     }
     if if_none_match is not None and etag in [t.strip() for t in if_none_match.split(",")]:
         return Response(status_code=304, headers=headers)
+    _check_stored_artifact(job, state)  # after the 304: a conditional GET sends no body, so nothing to verify
     rng = None
     if range_header and (if_range is None or if_range.strip() == etag):
         rng = _parse_range(range_header, size)
