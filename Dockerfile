@@ -14,12 +14,14 @@ WORKDIR /src
 # The constraints are the versions the test suite last passed with (scripts/setup.sh uses them too).
 COPY pyproject.toml README.md ./
 COPY requirements/constraints.txt ./requirements/
-RUN mkdir -p prunekit service worker && touch prunekit/__init__.py service/__init__.py worker/__init__.py \
+RUN mkdir -p prunekit jobstore service worker \
+    && touch prunekit/__init__.py jobstore/__init__.py service/__init__.py worker/__init__.py \
     && pip install -c requirements/constraints.txt ".[worker]" && pip uninstall -y prunekit
 COPY prunekit ./prunekit
+COPY jobstore ./jobstore
 COPY service ./service
 COPY worker ./worker
-RUN pip install --no-deps . && python -c "import service.app, worker.celery_app"
+RUN pip install --no-deps . && python -c "import service.app, jobstore.queue"
 
 FROM python:${PYTHON_VERSION}-slim AS runtime
 RUN useradd --create-home --uid 10001 prunekit && mkdir -p /data && chown prunekit /data

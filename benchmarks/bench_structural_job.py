@@ -93,7 +93,8 @@ def main() -> None:
             befores.append(independent_latency("torchvision", args.arch, args.batch, args.repeats))
             afters.append(independent_latency("jit", str(out.artifact_path), args.batch, args.repeats))
         ind_before, ind_after = statistics.median(befores), statistics.median(afters)
-        structural = report.extra["structural"]
+        structural = report.structural
+        assert structural is not None
         result = {
             "arch": args.arch,
             "ratio": args.ratio,
@@ -101,7 +102,7 @@ def main() -> None:
             "job_seconds": round(job_seconds, 1),
             "prune_seconds": report.stage_seconds.get("prune"),
             "params": [report.size_before.params_total, report.size_after.params_total],
-            "macs": [structural["macs_before"], structural["macs_after"]],
+            "macs": [structural.macs_before, structural.macs_after],
             "report_latency_ms": [report.latency_before.median_ms, report.latency_after.median_ms],
             "report_speedup": report.speedup,
             "independent_latency_ms": [ind_before, ind_after],
@@ -109,7 +110,7 @@ def main() -> None:
             "independent_speedup": ind_before / ind_after,
             "before_latency_report_vs_independent": report.latency_before.median_ms / ind_before,
             "after_latency_report_vs_independent": report.latency_after.median_ms / ind_after,
-            "macs_predicted_speedup": structural["macs_before"] / structural["macs_after"],
+            "macs_predicted_speedup": structural.macs_before / structural.macs_after,
         }
         print(json.dumps(result, indent=2))
 

@@ -25,7 +25,7 @@ export PRUNEKIT_STORAGE_DIR="$RUN/storage" PRUNEKIT_WORK_DIR="$RUN/work" PRUNEKI
 export PRUNEKIT_SERVER=http://127.0.0.1:8799 PRUNEKIT_API_KEY=gpu-secret-key PRUNEKIT_DEFAULT_QUEUE=gpu
 mkdir -p "$RUN/work"
 
-"$PY" -c "from service.core.db import run_migrations; from service.core.config import Settings; \
+"$PY" -c "from jobstore.db import run_migrations; from jobstore.settings import Settings; \
 run_migrations(Settings().database_url)"
 export PRUNEKIT_MIGRATE_ON_START=false
 pids=()

@@ -4,5 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
-.venv/bin/mypy prunekit service worker
+.venv/bin/mypy prunekit jobstore service worker
 OMP_NUM_THREADS=1 .venv/bin/python -m pytest -p no:cacheprovider -q tests/contracts

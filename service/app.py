@@ -13,20 +13,21 @@ from prometheus_client import Counter
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from jobstore.broker import Broker
+from jobstore.db import Database, run_migrations
+from jobstore.settings import Settings
+from jobstore.storage import make_storage
+from jobstore.storage.cleanup import clean_upload_parts
+from prunekit.spec.api import Problem
 from prunekit.spec.job import JobSpec
 from service.core.auth import KeyRing
-from service.core.broker import Broker
-from service.core.config import Settings
-from service.core.db import Database, run_migrations
 from service.core.deps import SESSION_COOKIE
-from service.core.errors import COMMON_PROBLEMS, Problem, install_problem_handlers
+from service.core.errors import COMMON_PROBLEMS, install_problem_handlers
 from service.core.state import AppState
 from service.files.router import router as files_router
 from service.jobs.router import router as jobs_router
 from service.ops.metrics import JobStoreCollector, build_registry
 from service.ops.router import router as ops_router
-from service.storage import make_storage
-from service.storage.cleanup import clean_upload_parts
 from service.ui.router import router as ui_router
 
 log = logging.getLogger(__name__)

@@ -17,8 +17,8 @@ import time
 
 import uvicorn
 
-from service.core.config import Settings
-from service.core.db import run_migrations
+from jobstore.db import run_migrations
+from jobstore.settings import Settings
 
 log = logging.getLogger("prunekit.embedded")
 

@@ -7,7 +7,7 @@ import logging
 import uvicorn
 from fastapi import FastAPI
 
-from service.core.config import Settings
+from jobstore.settings import Settings
 
 
 def app_factory() -> FastAPI:

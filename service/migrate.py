@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 
-from service.core.config import Settings
-from service.core.db import run_migrations
+from jobstore.db import run_migrations
+from jobstore.settings import Settings
 
 if __name__ == "__main__":
     logging.basicConfig(level="INFO")

@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.core.config import Settings
+from jobstore.settings import Settings
 
 log = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.core.config import Settings
-from worker.celery_app import create_celery
+from jobstore.queue import create_celery
+from jobstore.settings import Settings
 
 app = create_celery(Settings())

@@ -12,15 +12,19 @@ import threading
 import time
 from datetime import datetime, timedelta
 
-from service.core.config import Settings
-from service.core.db import utcnow
-from service.jobs import repository as jobs_repo
-from service.storage.cleanup import clean_upload_parts
+from jobstore import lifecycle
+from jobstore.db import utcnow
+from jobstore.lifecycle import Recovery
+from jobstore.repositories import jobs as jobs_repo
+from jobstore.settings import Settings
+from jobstore.storage.cleanup import clean_upload_parts
+from prunekit.spec.api import EventKind
+from worker.context import WorkerContext
 from worker.leftovers import remove_stale_sandboxes, sandbox_max_age
-from worker.runner import WorkerContext, _notify, give_up_message
 
 log = logging.getLogger(__name__)
 
+_COUNTED = {Recovery.REQUEUED: "requeued", Recovery.GAVE_UP: "failed", Recovery.CANCELED: "canceled"}
 LEFTOVERS_EVERY = 600.0  # seconds between two looks for crashed processes' temp folders and partial uploads
 
 
@@ -31,29 +35,13 @@ def sweep_once(ctx: WorkerContext) -> dict[str, int]:
     with ctx.db.session() as s:
         expired = jobs_repo.expired_leases(s, now)
     for info in expired:
-        notify = False
-        send = False
         with ctx.db.session() as s:
-            if info.cancel_requested:
-                if jobs_repo.cancel_unclaimable(s, info.id, now):
-                    jobs_repo.add_event(s, info.id, "state", "canceled (its worker had stopped)")
-                    counts["canceled"] += 1
-                    notify = True
-            elif info.attempts >= ctx.settings.max_attempts:
-                msg = give_up_message(info.attempts)
-                if jobs_repo.fail_unclaimable(s, info.id, now, "worker_lost", msg):
-                    jobs_repo.add_event(s, info.id, "state", msg)
-                    counts["failed"] += 1
-                    notify = True
-            elif jobs_repo.requeue_expired(s, info.id, info.lease_token, now):
-                jobs_repo.add_event(
-                    s, info.id, "state", f"requeued: the worker of attempt {info.attempts} stopped answering"
-                )
-                counts["requeued"] += 1
-                send = True
-        if notify:
-            _notify(ctx, info.id)
-        if send:
+            recovery = lifecycle.recover(s, info, now, ctx.settings.max_attempts, requeue=True)
+            if recovery in (Recovery.CANCELED, Recovery.GAVE_UP):
+                lifecycle.notify(s, ctx.broker, info.id)
+        if recovery is not Recovery.NOTHING:
+            counts[_COUNTED[recovery]] += 1
+        if recovery is Recovery.REQUEUED:
             counts["sent"] += _send(ctx, info.id, info.queue)
     with ctx.db.session() as s:
         unsent = jobs_repo.unsent_jobs(s, now - timedelta(seconds=max(10.0, 2 * ctx.settings.sweep_interval)))
@@ -126,7 +114,7 @@ def _resend_job(ctx: WorkerContext, job_id: str, queue: str, sent_before: dateti
             jobs_repo.unmark_enqueued(s, job_id)
         return False
     with ctx.db.session() as s:
-        jobs_repo.add_event(s, job_id, "log", "sent again: the broker no longer held its message")
+        jobs_repo.add_event(s, job_id, EventKind.LOG, "sent again: the broker no longer held its message")
     log.warning("job %s was queued but its message was lost; sent it again", job_id)
     return True
 
@@ -139,7 +127,7 @@ def _resend_webhook(ctx: WorkerContext, job_id: str, queue: str) -> bool:
         log.warning("could not resend the webhook of job %s", job_id, exc_info=True)
         return False
     with ctx.db.session() as s:  # the event is also the mark: the webhook is not stale again for a while
-        jobs_repo.add_event(s, job_id, "log", "webhook sent again: the broker no longer held its message")
+        jobs_repo.add_event(s, job_id, EventKind.LOG, "webhook sent again: the broker no longer held its message")
     log.warning("the webhook of job %s was pending but its message was lost; sent it again", job_id)
     return True
 

@@ -15,97 +15,44 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import secrets
 import shutil
-import socket
 import tempfile
-import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from celery.exceptions import SoftTimeLimitExceeded
 
+from jobstore.db import utcnow
+from jobstore.models import JobRecord, JobTrial
+from jobstore.repositories import jobs as jobs_repo
+from jobstore.repositories import trials as trials_repo
 from prunekit.spec import JobSpec, SpecError, parse_spec
-from service.core.db import utcnow
-from service.core.models import JobRecord, JobTrial
-from service.jobs import repository as jobs_repo
-from service.jobs import trials_repository as trials_repo
-from service.jobs.schemas import TERMINAL
+from prunekit.spec.api import FINISHED_TRIALS, ErrorCode, EventKind, TrialStatus
+from worker.context import WorkerContext
 from worker.engine.errors import EngineError, JobCanceledError
 from worker.engine.progress import ProgressEvent
-from worker.heartbeat import Heartbeat
-from worker.runner import (
-    _SAFE_NAME,
-    LeaseKeeper,
-    ProgressWriter,
-    WorkerContext,
-    download_inputs,
-    new_lease_token,
-)
+from worker.inputs import LazyInputs
+from worker.leases import LeaseKeeper, TrialKeeper, new_lease_token, sweep_over, worker_id
+from worker.outcomes import outcome_of
+from worker.progress_writer import ProgressWriter
+from worker.publishing import check_artifact_name, upload_outputs
+
+if TYPE_CHECKING:
+    from worker.engine.analysis.trials import TrialPlan
+    from worker.engine.api import JobOutputs
 
 log = logging.getLogger(__name__)
-
-
-def worker_id() -> str:
-    """Which process runs a trial: `<hostname>:<pid>`."""
-    return f"{socket.gethostname()[:100]}:{os.getpid()}"
-
-
-class TrialKeeper(Heartbeat):
-    """Renews one trial's lease; flags the trial to stop when the lease is lost or the job canceled/ended."""
-
-    def __init__(self, ctx: WorkerContext, job_id: str, idx: int, token: str) -> None:
-        super().__init__(f"trial-{job_id}-{idx}", ctx.settings.heartbeat_seconds)
-        self.ctx, self.job_id, self.idx, self.token = ctx, job_id, idx, token
-        self.abort = threading.Event()
-        self.reason = ""
-
-    def beat(self) -> bool:
-        lease = timedelta(seconds=self.ctx.settings.lease_seconds)
-        with self.ctx.db.session() as s:
-            ours = trials_repo.renew(s, self.job_id, self.idx, self.token, utcnow() + lease)
-            ended = _over(jobs_repo.get_job_any(s, self.job_id))
-        if not ours:
-            self.reason = "this worker lost the trial's lease"
-        elif ended:
-            self.reason = "the sweep job was canceled or has ended"
-        else:
-            return True
-        self.abort.set()
-        return False
-
-
-class _Inputs:
-    """The job's input files, downloaded once per task and only when a trial was claimed."""
-
-    def __init__(self, ctx: WorkerContext, job: JobRecord, folder: Path, ready: tuple[Path, Path | None] | None = None):
-        self.ctx, self.job, self.folder, self._paths = ctx, job, folder, ready
-
-    def get(self) -> tuple[Path, Path | None]:
-        if self._paths is None:
-            self._paths = download_inputs(self.ctx, self.job, self.folder)
-        return self._paths
-
-
-def _over(job: JobRecord | None) -> bool:
-    """The sweep job needs no more trials run: deleted, ended, or asked to cancel."""
-    return job is None or job.status in TERMINAL or job.cancel_requested
-
-
-def _job_gone(ctx: WorkerContext, job_id: str) -> bool:
-    with ctx.db.session() as s:
-        return _over(jobs_repo.get_job_any(s, job_id))
 
 
 def work_on_trials(
     ctx: WorkerContext,
     job: JobRecord,
-    plans: list[Any],
-    inputs: _Inputs,
+    plans: Sequence[TrialPlan],
+    inputs: LazyInputs,
     tmp_root: Path,
     check: Callable[[], None],
     tick: Callable[[], None],
@@ -120,7 +67,7 @@ def work_on_trials(
     ran = 0
     while True:
         check()
-        if _job_gone(ctx, job.id):
+        if sweep_over(ctx, job.id):
             return ran
         token = new_lease_token()
         with ctx.db.session() as s:
@@ -135,10 +82,10 @@ def work_on_trials(
 def _run_trial(
     ctx: WorkerContext,
     job: JobRecord,
-    plan: Any,
+    plan: TrialPlan,
     trial: JobTrial,
     token: str,
-    inputs: _Inputs,
+    inputs: LazyInputs,
     tmp_root: Path,
     check: Callable[[], None],
     tick: Callable[[], None],
@@ -160,10 +107,11 @@ def _run_trial(
         with ctx.db.session() as s:
             trials_repo.release(s, job.id, idx, token, utcnow())
 
-    def fail(code: str, message: str) -> None:
+    def fail(code: ErrorCode, message: str) -> None:
         with ctx.db.session() as s:
-            if trials_repo.finish(s, job.id, idx, token, "failed", utcnow(), error_code=code, error_message=message):
-                jobs_repo.add_event(s, job.id, "log", f"trial {plan.name} failed on {worker_id()}: {code}")
+            failed = TrialStatus.FAILED
+            if trials_repo.finish(s, job.id, idx, token, failed, utcnow(), error_code=code, error_message=message):
+                jobs_repo.add_event(s, job.id, EventKind.LOG, f"trial {plan.name} failed on {worker_id()}: {code}")
 
     try:
         try:
@@ -181,12 +129,9 @@ def _run_trial(
         except (JobCanceledError, SoftTimeLimitExceeded):
             release()
             raise
-        except EngineError as exc:
-            fail(exc.code, exc.message)
-            return
-        except Exception as exc:
-            log.exception("trial %d of job %s failed unexpectedly", idx, job.id)
-            fail("internal_error", f"internal error in the worker: {type(exc).__name__}: {exc}"[:2000])
+        except Exception as exc:  # mapped by the one table in worker.outcomes, as a job's failure is
+            outcome = outcome_of(exc, f"{job.id} trial {idx}", ctx.settings)
+            fail(outcome.code or ErrorCode.ENGINE_ERROR, outcome.message)
             return
         _upload_result(ctx, job, plan, idx, token, outputs)
     finally:
@@ -194,26 +139,23 @@ def _run_trial(
         shutil.rmtree(trial_dir, ignore_errors=True)
 
 
-def _upload_result(ctx: WorkerContext, job: JobRecord, plan: Any, idx: int, token: str, outputs: Any) -> None:
+def _upload_result(
+    ctx: WorkerContext, job: JobRecord, plan: TrialPlan, idx: int, token: str, outputs: JobOutputs
+) -> None:
     prefix = f"jobs/{job.id}/trials/{idx:03d}-{secrets.token_hex(4)}/"
-    storage = ctx.storage
     ok = False
     try:
-        if outputs.artifact_path is not None:
-            path = Path(outputs.artifact_path)
-            if not _SAFE_NAME.match(path.name):
-                raise EngineError(f"trial {plan.name} wrote an artifact with an unexpected name")
-            storage.put_file(prefix + path.name, path)
-        storage.put_file(prefix + "report.json", Path(outputs.report_path))
+        upload_outputs(ctx.storage, prefix, outputs)
         with ctx.db.session() as s:
+            done = TrialStatus.DONE
             ok = trials_repo.finish(
-                s, job.id, idx, token, "done", utcnow(), result_key=prefix, error_code=None, error_message=None
+                s, job.id, idx, token, done, utcnow(), result_key=prefix, error_code=None, error_message=None
             )
             if ok:
-                jobs_repo.add_event(s, job.id, "log", f"trial {plan.name} done on {worker_id()}")
+                jobs_repo.add_event(s, job.id, EventKind.LOG, f"trial {plan.name} done on {worker_id()}")
     finally:
         if not ok:
-            storage.delete_prefix(prefix)
+            ctx.storage.delete_prefix(prefix)
 
 
 class _JobPercent:
@@ -231,9 +173,9 @@ class _JobPercent:
             rows = trials_repo.list_trials(s, self.job_id)
         self.update(rows)
 
-    def update(self, rows: Any) -> None:
+    def update(self, rows: Sequence[JobTrial]) -> None:
         self._last = time.monotonic()
-        finished = sum(1 for r in rows if r.status in trials_repo.FINISHED)
+        finished = sum(1 for r in rows if r.status in FINISHED_TRIALS)
         if finished != self._finished:
             self._finished = finished
             percent = 100.0 * finished / max(1, self.total)
@@ -249,7 +191,7 @@ def run_distributed_sweep(
     model_path: Path,
     data_path: Path | None,
     tmpdir: Path,
-) -> Any:
+) -> JobOutputs:
     """The job's own task: share the trials out, run some, wait for the rest, finalize; returns JobOutputs."""
     from worker.engine.analysis.sweep import finalize_sweep, plan_sweep
     from worker.engine.api import JobOutputs, render_html
@@ -259,8 +201,10 @@ def run_distributed_sweep(
     with ctx.db.session() as s:
         trials_repo.create_trials(s, job.id, [p.name for p in plans], utcnow())
         rows = trials_repo.list_trials(s, job.id)
-        jobs_repo.add_event(s, job.id, "log", f"sweep of {len(plans)} trials; any worker on '{job.queue}' may help")
-    unfinished = sum(1 for r in rows if r.status not in trials_repo.FINISHED)
+        jobs_repo.add_event(
+            s, job.id, EventKind.LOG, f"sweep of {len(plans)} trials; any worker on '{job.queue}' may help"
+        )
+    unfinished = sum(1 for r in rows if r.status not in FINISHED_TRIALS)
     for _ in range(max(0, unfinished - 1)):
         try:
             ctx.broker.send_trial(job.id, job.queue)
@@ -270,7 +214,7 @@ def run_distributed_sweep(
 
     percent = _JobPercent(ctx, job.id, len(plans), writer)
     percent.update(rows)
-    inputs = _Inputs(ctx, job, tmpdir / "in", (model_path, data_path))
+    inputs = LazyInputs(ctx, job, tmpdir / "in", (model_path, data_path))
     trials_tmp = tmpdir / "trial-work"
     trials_tmp.mkdir(exist_ok=True)
     while True:
@@ -281,13 +225,13 @@ def run_distributed_sweep(
             )
             rows = trials_repo.list_trials(s, job.id)
         percent.update(rows)
-        if all(r.status in trials_repo.FINISHED for r in rows):
+        if all(r.status in FINISHED_TRIALS for r in rows):
             break
         keeper.raise_if_stopped()
         time.sleep(settings.heartbeat_seconds)
 
-    done = [r for r in rows if r.status == "done"]
-    failed = [r for r in rows if r.status == "failed"]
+    done = [r for r in rows if r.status == TrialStatus.DONE]
+    failed = [r for r in rows if r.status == TrialStatus.FAILED]
     if not done:
         first = failed[0]
         err = EngineError(f"every trial failed; the first, {first.name}: {first.error_message}")
@@ -301,8 +245,7 @@ def run_distributed_sweep(
         ctx.storage.get_file(prefix + "report.json", trial_dir / "report.json")
         artifact = json.loads((trial_dir / "report.json").read_text()).get("artifact_name")
         if artifact:
-            if not _SAFE_NAME.match(artifact):
-                raise EngineError(f"trial {r.name} names an unexpected artifact")
+            artifact = check_artifact_name(artifact)
             ctx.storage.get_file(prefix + artifact, trial_dir / artifact)
         trial_dirs.append(trial_dir)
     out_dir = tmpdir / "out"
@@ -337,7 +280,7 @@ def execute_trials(ctx: WorkerContext, job_id: str) -> str:
     """A `run_trial` task: help with the trials of a sweep job; never finalizes. Returns what happened."""
     with ctx.db.session() as s:
         job = jobs_repo.get_job_any(s, job_id)
-    if job is None or _over(job):
+    if job is None or sweep_over(ctx, job_id):
         return "nothing_to_do"
     try:
         spec = parse_spec(job.spec)
@@ -355,7 +298,7 @@ def execute_trials(ctx: WorkerContext, job_id: str) -> str:
     with tempfile.TemporaryDirectory(prefix=f"{job.id}-trials-", dir=work_root) as tmp:
         tmpdir = Path(tmp)
         try:
-            ran = work_on_trials(ctx, job, plans, _Inputs(ctx, job, tmpdir / "in"), tmpdir, _nothing, _nothing)
+            ran = work_on_trials(ctx, job, plans, LazyInputs(ctx, job, tmpdir / "in"), tmpdir, _nothing, _nothing)
         except JobCanceledError as exc:
             return f"stopped: {exc}"
     return f"ran {ran} trials"

@@ -8,12 +8,14 @@ from typing import Any
 
 from celery import Celery, Task, shared_task, signals
 
-from service.core.broker import Broker
-from service.core.config import Settings
-from service.jobs import repository as jobs_repo
-from service.webhooks.delivery import deliver
-from worker.celery_app import RUN_JOB_TASK, RUN_TRIAL_TASK, WEBHOOK_TASK
-from worker.runner import DatabaseUnavailable, WorkerContext, execute_job, make_context
+from jobstore.broker import Broker
+from jobstore.queue import RUN_JOB_TASK, RUN_TRIAL_TASK, WEBHOOK_TASK
+from jobstore.repositories import jobs as jobs_repo
+from jobstore.settings import Settings
+from jobstore.webhooks.delivery import deliver
+from prunekit.spec.api import EventKind, WebhookState
+from worker.context import WorkerContext, make_context
+from worker.runner import DatabaseUnavailable, execute_job
 from worker.sweeper import Sweeper
 
 log = logging.getLogger(__name__)
@@ -76,15 +78,18 @@ def deliver_webhook_task(self: Task, job_id: str) -> str:
     result = deliver(ctx.settings, job)
     with ctx.db.session() as s:
         if result.ok:
-            jobs_repo.set_webhook_state(s, job_id, "delivered")
-            jobs_repo.add_event(s, job_id, "log", f"webhook delivered ({result.detail})")
+            jobs_repo.set_webhook_state(s, job_id, WebhookState.DELIVERED)
+            jobs_repo.add_event(s, job_id, EventKind.LOG, f"webhook delivered ({result.detail})")
             return "delivered"
         give_up = not result.retryable or attempt >= ctx.settings.webhook_max_attempts
         jobs_repo.add_event(
-            s, job_id, "log", f"webhook attempt {attempt} failed: {result.detail}" + ("; giving up" if give_up else "")
+            s,
+            job_id,
+            EventKind.LOG,
+            f"webhook attempt {attempt} failed: {result.detail}" + ("; giving up" if give_up else ""),
         )
         if give_up:
-            jobs_repo.set_webhook_state(s, job_id, "failed")
+            jobs_repo.set_webhook_state(s, job_id, WebhookState.FAILED)
             return "failed"
     countdown = ctx.settings.webhook_backoff_seconds * 2 ** (attempt - 1)
     raise self.retry(countdown=countdown, queue=job.queue)

@@ -24,7 +24,6 @@ from prunekit.client import (
     DEFAULT_SERVER,
     ENV_API_KEY,
     ENV_SERVER,
-    TERMINAL_STATUSES,
     AuthError,
     ConflictError,
     Event,
@@ -41,6 +40,8 @@ from prunekit.client import (
 )
 from prunekit.reporting.common import gate_threshold, gate_value, human_bytes
 from prunekit.spec import SpecError, load_spec
+from prunekit.spec.api import EventKind, GateStatus, JobStatus
+from prunekit.spec.report import GateResult
 
 # ------------------------------------------------------------------ shared options
 
@@ -116,7 +117,7 @@ def _errors(json_out: bool, server: str) -> Iterator[None]:
     except NotFoundError as exc:
         _fail(ExitCode.INVALID_INPUT, f"not found: {exc.detail or exc.title}", json_out)
     except RequestError as exc:
-        details = [f"{e.get('loc') or '<root>'}: {e.get('msg', '')}" for e in exc.errors]
+        details = [f"{e.loc or '<root>'}: {e.msg}" for e in exc.errors]
         _fail(ExitCode.INVALID_INPUT, f"{exc.code}: {exc.detail or exc.title}", json_out, details)
     except UnreachableError as exc:
         _fail(ExitCode.UNREACHABLE, str(exc), json_out)
@@ -136,30 +137,31 @@ def _client(server: str, api_key: str | None, http_timeout: float = 60.0) -> Pru
 
 def outcome_code(job: Job) -> ExitCode:
     """The exit code a finished job stands for."""
-    status = job.get("status")
-    if status == "succeeded":
-        return ExitCode.GATE_MISSED if job.get("gate_status") == "gate_missed" else ExitCode.OK
-    if status == "failed":
+    if job.status is JobStatus.SUCCEEDED:
+        return ExitCode.GATE_MISSED if job.gate_status is GateStatus.GATE_MISSED else ExitCode.OK
+    if job.status is JobStatus.FAILED:
         return ExitCode.JOB_FAILED
-    if status == "canceled":
+    if job.status is JobStatus.CANCELED:
         return ExitCode.CANCELED
     return ExitCode.OK
 
 
+def _gate_measure(gate: GateResult) -> str:
+    return f"{gate_value(gate.name, gate.value)} (required {gate_threshold(gate.model_dump())})"
+
+
+def _error_text(job: Job) -> str:
+    return f"{job.error.code}: {job.error.message}" if job.error else ""
+
+
 def _outcome_text(job: Job) -> str:
-    status = job.get("status", "?")
-    if status == "succeeded":
-        if job.get("gate_status") == "gate_missed":
-            missed = [g for g in job.get("gates") or [] if not g.get("passed")]
-            names = ", ".join(
-                f"{g.get('name')} {gate_value(str(g.get('name')), g.get('value'))} (required {gate_threshold(g)})"
-                for g in missed
-            )
-            return f"job {job['id']} succeeded but missed a gate: {names or 'see the report'}"
-        return f"job {job['id']} succeeded" + (", all gates passed" if job.get("gates") else "")
-    error = job.get("error")
-    suffix = f": {error.get('code', '')}: {error.get('message', '')}" if error else ""
-    return f"job {job['id']} {status}{suffix}"
+    if job.status is JobStatus.SUCCEEDED:
+        if job.gate_status is GateStatus.GATE_MISSED:
+            names = ", ".join(f"{g.name} {_gate_measure(g)}" for g in job.gates if not g.passed)
+            return f"job {job.id} succeeded but missed a gate: {names or 'see the report'}"
+        return f"job {job.id} succeeded" + (", all gates passed" if job.gates else "")
+    suffix = f": {_error_text(job)}" if job.error else ""
+    return f"job {job.id} {job.status}{suffix}"
 
 
 # ------------------------------------------------------------------ progress
@@ -215,10 +217,8 @@ class _Watcher:
             self.console.print(escape(f"{stamp} {text}"))
 
     def update(self, job: Job) -> None:
-        status, stage = job.get("status", "?"), job.get("stage") or ""
-        pct = float(job.get("percent") or 0.0)
-        if status == "succeeded":
-            pct = 100.0
+        status, stage = job.status, job.stage or ""
+        pct = 100.0 if status is JobStatus.SUCCEEDED else job.percent
         if self._progress is not None:
             desc = f"{self.job_id} {status}" + (f" · {stage}" if stage else "")
             self._progress.update(self._task, completed=pct, description=escape(desc))
@@ -231,8 +231,8 @@ class _Watcher:
             self._last_key, self._last_pct, self._last_line = key, pct, now
 
     def event(self, event: Event) -> None:
-        if event.get("kind") in ("log", "state", "metric") and event.get("message"):
-            self._line(f"  {event.get('message')}")
+        if event.kind is not EventKind.PROGRESS and event.message:
+            self._line(f"  {event.message}")
 
     def retrying(self, exc: Exception, delay: float) -> None:
         self._line(f"server not answering ({type(exc).__name__}: {str(exc)[:160]}); retrying in {delay:.0f}s")
@@ -269,11 +269,11 @@ def _wait_and_finish(
     except WaitTimeoutError as exc:
         if junit is not None:
             _write(junit, render_junit_failure(job_id, f"still running after {timeout:g} s", "timeout"))
-        last = exc.job or {"id": job_id, "status": "unknown"}
+        last = exc.job.model_dump(mode="json") if exc.job else {"id": job_id, "status": "unknown"}
         if json_out:
             _emit_json({"job": last, "exit_code": int(ExitCode.WAIT_TIMEOUT), "files": {}})
         _say(
-            f"job {job_id} not finished after {timeout:g} s (still {last.get('status')}); "
+            f"job {job_id} not finished after {timeout:g} s (still {last['status']}); "
             f"resume with: prunekit wait {job_id}"
         )
         raise typer.Exit(int(ExitCode.WAIT_TIMEOUT)) from None
@@ -303,10 +303,10 @@ def _finish(
     from prunekit.reporting.junit import render_junit, render_junit_failure
     from prunekit.reporting.markdown import render_failure_markdown, render_markdown
 
-    job_id = job["id"]
+    job_id = job.id
     files: dict[str, str] = {}
     report: dict[str, Any] | None = None
-    if job.get("status") == "succeeded" and (junit or summary or out):
+    if job.status is JobStatus.SUCCEEDED and (junit or summary or out):
         try:
             report = client.get_report(job_id)
         except (NotReadyError, NotFoundError) as exc:
@@ -315,19 +315,17 @@ def _finish(
         if report is not None:
             _write(junit, render_junit(report, job_id))
         else:
-            error = job.get("error")
-            message = f"{error.get('code', '')}: {error.get('message', '')}" if error else _outcome_text(job)
-            _write(junit, render_junit_failure(job_id, message, str(job.get("status", "failed"))))
+            _write(junit, render_junit_failure(job_id, _error_text(job) or _outcome_text(job), job.status.value))
         files["junit"] = str(junit)
     if summary is not None:
         # Appended: $GITHUB_STEP_SUMMARY collects what every step adds.
-        _write(
-            summary,
-            (render_markdown(report, job_id) if report is not None else render_failure_markdown(job)) + "\n",
-            append=True,
-        )
+        if report is not None:
+            text = render_markdown(report, job_id)
+        else:
+            text = render_failure_markdown(job.model_dump(mode="json"))
+        _write(summary, text + "\n", append=True)
         files["summary"] = str(summary)
-    if out is not None and job.get("status") == "succeeded":
+    if out is not None and job.status is JobStatus.SUCCEEDED:
         out.mkdir(parents=True, exist_ok=True)
         if report is not None:
             (out / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
@@ -335,53 +333,41 @@ def _finish(
         with contextlib.suppress(NotReadyError, NotFoundError, ServerError):
             (out / "report.html").write_text(client.get_report_html(job_id), encoding="utf-8")
             files["report_html"] = str(out / "report.html")
-        if job.get("artifact"):
+        if job.artifact is not None:
             result = client.download_artifact(job_id, out, job=job)
             files["artifact"] = str(result.path)
             _say(f"artifact {result.path} ({human_bytes(result.size)}, sha256 {result.sha256[:16]}… verified)")
     code = outcome_code(job)
     _say(_outcome_text(job))
     if json_out:
-        _emit_json({"job": job, "exit_code": int(code), "files": files})
+        _emit_json({"job": job.model_dump(mode="json"), "exit_code": int(code), "files": files})
     else:
-        typer.echo(job.get("status", "unknown") + (" (gate missed)" if code == ExitCode.GATE_MISSED else ""))
+        typer.echo(job.status + (" (gate missed)" if code == ExitCode.GATE_MISSED else ""))
     raise typer.Exit(int(code))
 
 
 def _describe(job: Job) -> str:
-    lines = [
-        f"{job['id']}  {job.get('status', '?')}"
-        + ("  (gate missed)" if job.get("gate_status") == "gate_missed" else "")
-    ]
-    lines.append(f"  kind {job.get('kind', '?')} · queue {job.get('queue', '?')} · attempts {job.get('attempts', 0)}")
-    if job.get("status") in ("queued", "running"):
-        lines.append(f"  stage {job.get('stage') or '-'} · {float(job.get('percent') or 0):.0f}%")
-    for label, when in (
-        ("created", job.get("created_at")),
-        ("started", job.get("started_at")),
-        ("finished", job.get("finished_at")),
-    ):
+    lines = [f"{job.id}  {job.status}" + ("  (gate missed)" if job.gate_status is GateStatus.GATE_MISSED else "")]
+    lines.append(f"  kind {job.kind} · queue {job.queue} · attempts {job.attempts}")
+    if not job.terminal:
+        lines.append(f"  stage {job.stage or '-'} · {job.percent:.0f}%")
+    for label, when in (("created", job.created_at), ("started", job.started_at), ("finished", job.finished_at)):
         if when:
-            lines.append(f"  {label:9s}{when}")
-    gates = job.get("gates") or []
-    if gates:
+            lines.append(f"  {label:9s}{when.isoformat()}")
+    if job.gates:
         lines.append("  gates:")
-        for g in gates:
-            mark = "✓" if g.get("passed") else "✗"
-            name = str(g.get("name"))
-            reason = f" ({g.get('reason')})" if g.get("reason") else ""
-            lines.append(
-                f"    {mark} {name}: {gate_value(name, g.get('value'))} (required {gate_threshold(g)}){reason}"
-            )
-    artifact = job.get("artifact")
-    if artifact:
-        lines.append(
-            f"  artifact {artifact.get('name')} · {human_bytes(artifact.get('size'))} · sha256 {artifact.get('sha256')}"
-        )
-    error = job.get("error")
-    if error:
-        lines.append(f"  error {error.get('code')}: {error.get('message')}")
+        lines += [_gate_line(g) for g in job.gates]
+    if job.artifact:
+        a = job.artifact
+        lines.append(f"  artifact {a.name} · {human_bytes(a.size)} · sha256 {a.sha256}")
+    if job.error:
+        lines.append(f"  error {_error_text(job)}")
     return "\n".join(lines)
+
+
+def _gate_line(gate: GateResult) -> str:
+    reason = f" ({gate.reason})" if gate.reason else ""
+    return f"    {'✓' if gate.passed else '✗'} {gate.name}: {_gate_measure(gate)}{reason}"
 
 
 # ------------------------------------------------------------------ commands
@@ -434,16 +420,16 @@ def submit(
                 _say(f"uploading {data.name} ({human_bytes(data.stat().st_size)})")
                 data_id = client.upload_file(data, kind="data")["id"]
             job = client.submit_job(spec_data, model_file["id"], data_id, webhook_url, idempotency_key)
-            _say(f"submitted {job['id']} ({job.get('status')}, queue {job.get('queue', '?')})")
+            _say(f"submitted {job.id} ({job.status}, queue {job.queue})")
             if not (wait or out or junit or summary):
                 if json_out:
-                    _emit_json(job)
+                    _emit_json(job.model_dump(mode="json"))
                 else:
-                    typer.echo(job["id"])
+                    typer.echo(job.id)
                 return
             _wait_and_finish(
                 client,
-                job["id"],
+                job.id,
                 timeout=timeout,
                 poll_interval=poll_interval,
                 max_outage=max_outage,
@@ -493,7 +479,7 @@ def status(
     with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
         job = client.get_job(job_id)
         if json_out:
-            _emit_json(job)
+            _emit_json(job.model_dump(mode="json"))
         else:
             typer.echo(_describe(job))
 
@@ -517,22 +503,20 @@ def list_jobs(
             if len(jobs) >= limit:
                 break
         if json_out:
-            _emit_json({"items": jobs})
+            _emit_json({"items": [job.model_dump(mode="json") for job in jobs]})
             return
         if not jobs:
             _say("no jobs")
             return
         for job in jobs:
-            progress = (
-                f"{job.get('stage') or '-'} {float(job.get('percent') or 0):.0f}%"
-                if job.get("status") not in TERMINAL_STATUSES
-                else ""
-            )
-            gate = {"passed": "gates passed", "gate_missed": "gate missed"}.get(str(job.get("gate_status")), "")
-            typer.echo(
-                f"{job['id']:<38} {job.get('status', '?'):<10} {job.get('kind', '?'):<12} "
-                f"{str(job.get('created_at', ''))[:19]:<20} {progress or gate}".rstrip()
-            )
+            typer.echo(_list_line(job))
+
+
+def _list_line(job: Job) -> str:
+    progress = "" if job.terminal else f"{job.stage or '-'} {job.percent:.0f}%"
+    gate = {GateStatus.PASSED: "gates passed", GateStatus.GATE_MISSED: "gate missed", None: ""}[job.gate_status]
+    created = job.created_at.isoformat()[:19]
+    return f"{job.id:<38} {job.status:<10} {job.kind:<12} {created:<20} {progress or gate}".rstrip()
 
 
 def cancel(
@@ -548,11 +532,11 @@ def cancel(
             job = client.cancel_job(job_id)
         except ConflictError as exc:
             _fail(ExitCode.INVALID_INPUT, f"cannot cancel {job_id}: {exc.detail or exc.code}", json_out)
-        _say(f"{job_id}: cancel requested ({job.get('status')})")
+        _say(f"{job_id}: cancel requested ({job.status})")
         if json_out:
-            _emit_json(job)
+            _emit_json(job.model_dump(mode="json"))
         else:
-            typer.echo(job.get("status", "?"))
+            typer.echo(job.status)
 
 
 def download(
@@ -566,8 +550,8 @@ def download(
     """Download a job's artifact, resuming an interrupted download, and verify its sha256."""
     with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
         job = client.get_job(job_id)
-        if not job.get("artifact"):
-            _fail(ExitCode.INVALID_INPUT, f"{job_id} has no artifact (status {job.get('status')})", json_out)
+        if job.artifact is None:
+            _fail(ExitCode.INVALID_INPUT, f"{job_id} has no artifact (status {job.status})", json_out)
         result = client.download_artifact(job_id, out, job=job)
         how = "already present" if result.skipped else ("resumed" if result.resumed else "downloaded")
         _say(f"{how}: {result.path} ({human_bytes(result.size)}), sha256 verified")
@@ -609,7 +593,7 @@ def report(
                     text = render_junit(data, job_id)
         except NotReadyError:
             job = client.get_job(job_id)
-            _fail(ExitCode.INVALID_INPUT, f"{job_id} has no report yet (status {job.get('status')})")
+            _fail(ExitCode.INVALID_INPUT, f"{job_id} has no report yet (status {job.status})")
         if out is None:
             sys.stdout.write(text)
         else:

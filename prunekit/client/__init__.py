@@ -1,4 +1,7 @@
-"""Client library for a prunekit server; needs only httpx (no torch, no server stack)."""
+"""Client library for a prunekit server; needs only httpx and pydantic (no torch, no server stack).
+
+Job, event and problem bodies are parsed into the API's own models (prunekit/spec/api.py), re-exported here.
+"""
 
 from prunekit.client.client import (
     DEFAULT_SERVER,
@@ -26,7 +29,8 @@ from prunekit.client.errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from prunekit.client.types import TERMINAL_STATUSES, Event, EventPage, FileInfo, Job, JobPage
+from prunekit.client.types import FileInfo
+from prunekit.spec.api import TERMINAL_STATUSES, Event, EventList, Job, JobList, JobStatus, Problem
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -38,15 +42,17 @@ __all__ = [
     "ConflictError",
     "DownloadResult",
     "Event",
-    "EventPage",
+    "EventList",
     "FileInfo",
     "IdempotencyMismatchError",
     "IntegrityError",
     "Job",
-    "JobPage",
+    "JobList",
+    "JobStatus",
     "NotFoundError",
     "NotReadyError",
     "PayloadTooLargeError",
+    "Problem",
     "PrunekitClient",
     "PrunekitError",
     "RateLimitedError",

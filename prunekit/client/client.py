@@ -12,10 +12,11 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO, Any, TypeVar, cast
 from urllib.parse import quote
 
 import httpx
+import pydantic
 
 from prunekit.client.errors import (
     ApiError,
@@ -29,7 +30,8 @@ from prunekit.client.errors import (
     WaitTimeoutError,
     error_from_problem,
 )
-from prunekit.client.types import TERMINAL_STATUSES, Event, EventPage, FileInfo, Job, JobPage
+from prunekit.client.types import FileInfo
+from prunekit.spec.api import Event, EventList, Job, JobList
 
 ENV_SERVER = "PRUNEKIT_SERVER"
 ENV_API_KEY = "PRUNEKIT_API_KEY"
@@ -74,6 +76,7 @@ class DownloadResult:
 
 
 FilesFactory = Callable[[contextlib.ExitStack], Mapping[str, Any]]
+_Body = TypeVar("_Body", bound=pydantic.BaseModel)
 
 
 class PrunekitClient:
@@ -196,6 +199,15 @@ class PrunekitClient:
         except ValueError as exc:
             raise ServerError(response.status_code, "bad_response", "the server sent no JSON", str(exc)) from exc
 
+    def _parse(self, model: type[_Body], method: str, path: str, **kwargs: Any) -> _Body:
+        """Send a request that is safe to repeat, and read the answer as one of the models of prunekit/spec/api.py."""
+        response = self._send(method, path, idempotent=True, **kwargs)
+        try:
+            return model.model_validate_json(response.content)
+        except pydantic.ValidationError as exc:
+            detail = f"{method} {path} did not answer with a valid {model.__name__}: {exc}"
+            raise ServerError(response.status_code, "bad_response", "unexpected response body", detail) from exc
+
     # ---------------------------------------------------------------- ops
 
     def livez(self) -> dict[str, Any]:
@@ -212,10 +224,7 @@ class PrunekitClient:
             handle: IO[bytes] = stack.enter_context(p.open("rb"))
             return {"file": (p.name, handle, "application/octet-stream")}
 
-        return cast(
-            FileInfo,
-            self._json("POST", "/v1/files", data={"kind": kind} if kind else None, files=files, idempotent=True),
-        )
+        return cast(FileInfo, self._json("POST", "/v1/files", data={"kind": kind} if kind else None, files=files))
 
     def get_file(self, file_id: str) -> FileInfo:
         return cast(FileInfo, self._json("GET", f"/v1/files/{_seg(file_id)}"))
@@ -238,9 +247,7 @@ class PrunekitClient:
             "webhook_url": webhook_url,
         }
         key = idempotency_key or new_idempotency_key()
-        return cast(
-            Job, self._json("POST", "/v1/jobs", json_body=body, headers={"Idempotency-Key": key}, idempotent=True)
-        )
+        return self._parse(Job, "POST", "/v1/jobs", json_body=body, headers={"Idempotency-Key": key})
 
     def submit_job_multipart(
         self,
@@ -264,43 +271,41 @@ class PrunekitClient:
             return parts
 
         key = idempotency_key or new_idempotency_key()
-        return cast(
-            Job,
-            self._json("POST", "/v1/jobs", data=form, files=files, headers={"Idempotency-Key": key}, idempotent=True),
-        )
+        return self._parse(Job, "POST", "/v1/jobs", data=form, files=files, headers={"Idempotency-Key": key})
 
     def get_job(self, job_id: str) -> Job:
         return self._get_job(job_id)
 
     def _get_job(self, job_id: str, attempts: int | None = None) -> Job:
-        return cast(Job, self._json("GET", f"/v1/jobs/{_seg(job_id)}", attempts=attempts))
+        return self._parse(Job, "GET", f"/v1/jobs/{_seg(job_id)}", attempts=attempts)
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobPage:
-        return cast(JobPage, self._json("GET", "/v1/jobs", params={"status": status, "limit": limit, "cursor": cursor}))
+    def list_jobs(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobList:
+        """One page of GET /v1/jobs; `status` is a JobStatus (or its value)."""
+        return self._parse(JobList, "GET", "/v1/jobs", params={"status": status, "limit": limit, "cursor": cursor})
 
     def iter_jobs(self, status: str | None = None, page_size: int = 50) -> Iterator[Job]:
         """All jobs (newest first), following next_cursor."""
         cursor: str | None = None
         while True:
             page = self.list_jobs(status=status, limit=page_size, cursor=cursor)
-            yield from page.get("items", [])
-            cursor = page.get("next_cursor")
+            yield from page.items
+            cursor = page.next_cursor
             if not cursor:
                 return
 
     def cancel_job(self, job_id: str) -> Job:
         """POST /v1/jobs/{id}/cancel; asking twice is harmless, so it is retried like a read."""
-        return cast(Job, self._json("POST", f"/v1/jobs/{_seg(job_id)}/cancel", idempotent=True))
+        return self._parse(Job, "POST", f"/v1/jobs/{_seg(job_id)}/cancel")
 
     def delete_job(self, job_id: str) -> None:
         self._send("DELETE", f"/v1/jobs/{_seg(job_id)}", idempotent=True).close()
 
-    def events(self, job_id: str, after: int | None = None) -> EventPage:
+    def events(self, job_id: str, after: int | None = None) -> EventList:
         return self._events(job_id, after)
 
-    def _events(self, job_id: str, after: int | None, attempts: int | None = None) -> EventPage:
+    def _events(self, job_id: str, after: int | None, attempts: int | None = None) -> EventList:
         path = f"/v1/jobs/{_seg(job_id)}/events"
-        return cast(EventPage, self._json("GET", path, params={"after": after}, attempts=attempts))
+        return self._parse(EventList, "GET", path, params={"after": after}, attempts=attempts)
 
     def get_report(self, job_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", f"/v1/jobs/{_seg(job_id)}/report"))
@@ -355,7 +360,7 @@ class PrunekitClient:
                 last = job
                 if on_update is not None:
                     on_update(job)
-                if job.get("status") in TERMINAL_STATUSES:
+                if job.terminal:
                     return job
                 delay = poll_interval
             if deadline is not None:
@@ -373,10 +378,9 @@ class PrunekitClient:
             raise
         except PrunekitError:
             return after
-        for event in page.get("items", []):
+        for event in page.items:
             on_event(event)
-        next_after = page.get("next_after")
-        return next_after if isinstance(next_after, int) else after
+        return page.next_after
 
     # ---------------------------------------------------------------- downloads
 
@@ -389,14 +393,14 @@ class PrunekitClient:
     ) -> DownloadResult:
         """Download the job's artifact into out_dir, resuming a `.part` file with Range, verified by sha256."""
         job = job or self.get_job(job_id)
-        artifact = job.get("artifact")
-        if not artifact:
-            raise NotReadyError(409, "not_ready", "Not ready", f"job {job_id} has no artifact (status {job['status']})")
-        expected = str(artifact["sha256"]).lower()
-        total = int(artifact.get("size") or 0)
+        artifact = job.artifact
+        if artifact is None:
+            raise NotReadyError(409, "not_ready", "Not ready", f"job {job_id} has no artifact (status {job.status})")
+        expected = artifact.sha256.lower()
+        total = artifact.size
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        final = out / _safe_name(str(artifact.get("name") or f"{job_id}.bin"))
+        final = out / _safe_name(artifact.name or f"{job_id}.bin")
         part = final.with_name(final.name + ".part")
         if final.exists() and _sha256(final) == expected:
             return DownloadResult(final, expected, final.stat().st_size, skipped=True)

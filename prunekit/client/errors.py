@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Mapping
 from typing import Any
 
-from prunekit.client.types import Job
+import pydantic
+
+from prunekit.spec.api import Job, Problem, ProblemFieldError
 
 
 class PrunekitError(Exception):
@@ -28,7 +32,7 @@ class WaitTimeoutError(PrunekitError):
 
 
 class ApiError(PrunekitError):
-    """The server answered with an error status; fields come from its problem+json body."""
+    """The server answered with an error status; fields come from its problem+json body (`problem`)."""
 
     def __init__(
         self,
@@ -36,21 +40,21 @@ class ApiError(PrunekitError):
         code: str,
         title: str,
         detail: str = "",
-        errors: list[dict[str, Any]] | None = None,
-        problem: dict[str, Any] | None = None,
+        errors: list[ProblemFieldError] | None = None,
+        problem: Problem | None = None,
     ) -> None:
         self.status = status
         self.code = code
         self.title = title
         self.detail = detail
-        self.errors: list[dict[str, Any]] = list(errors or [])
-        self.problem: dict[str, Any] = dict(problem or {})
+        self.errors: list[ProblemFieldError] = list(errors or [])
+        self.problem = problem
         super().__init__(self._message())
 
     def _message(self) -> str:
         text = f"{self.status} {self.code}: {self.detail or self.title}"
         if self.errors:
-            text += "; " + "; ".join(f"{e.get('loc') or '<root>'}: {e.get('msg', '')}" for e in self.errors)
+            text += "; " + "; ".join(f"{e.loc or '<root>'}: {e.msg}" for e in self.errors)
         return text
 
 
@@ -94,34 +98,54 @@ class RateLimitedError(RequestError):
     """429 after retries: the server asks to come back later."""
 
 
-def error_from_problem(status: int, problem: dict[str, Any] | None, text: str = "") -> ApiError:
-    """Build the matching ApiError from a status code and a (possibly absent) problem+json body."""
-    body = problem or {}
-    code = str(body.get("code") or _default_code(status))
-    title = str(body.get("title") or _default_title(status))
-    detail = str(body.get("detail") or text.strip()[:500])
-    raw_errors = body.get("errors")
-    errors = [e for e in raw_errors if isinstance(e, dict)] if isinstance(raw_errors, list) else []
-    cls: type[ApiError]
+def error_from_problem(status: int, body: Mapping[str, Any] | None, text: str = "") -> ApiError:
+    """Build the matching ApiError from a status code and a (possibly absent or foreign) JSON body."""
+    problem = parse_problem(status, body, text)
+    cls = _error_class(status, problem.code)
+    return cls(status, problem.code, problem.title, problem.detail, problem.errors, problem)
+
+
+def parse_problem(status: int, body: Mapping[str, Any] | None, text: str = "") -> Problem:
+    """The body as a Problem; one that is not (a proxy's error page, a bare JSON error) gets the status's defaults."""
+    if body is not None:
+        with contextlib.suppress(pydantic.ValidationError):
+            return Problem.model_validate(body)
+    raw = body or {}
+    return Problem(
+        type=str(raw.get("type") or "about:blank"),
+        title=str(raw.get("title") or _default_title(status)),
+        status=status,
+        detail=str(raw.get("detail") or text.strip()[:500]),
+        code=str(raw.get("code") or _default_code(status)),
+        instance=str(raw.get("instance") or ""),
+        errors=_field_errors(raw.get("errors")),
+    )
+
+
+def _field_errors(raw: Any) -> list[ProblemFieldError]:
+    errors: list[ProblemFieldError] = []
+    for item in raw if isinstance(raw, list) else []:
+        with contextlib.suppress(pydantic.ValidationError):
+            errors.append(ProblemFieldError.model_validate(item))
+    return errors
+
+
+def _error_class(status: int, code: str) -> type[ApiError]:
     if status in (401, 403):
-        cls = AuthError
-    elif status == 404:
-        cls = NotFoundError
-    elif status == 413:
-        cls = PayloadTooLargeError
-    elif status == 409:
-        cls = NotReadyError if code == "not_ready" else ConflictError
-    elif status == 422 and code == "idempotency_mismatch":
-        cls = IdempotencyMismatchError
-    elif status in (400, 422):
-        cls = ValidationError
-    elif status == 429:
-        cls = RateLimitedError
-    elif status >= 500:
-        cls = ServerError
-    else:
-        cls = RequestError
-    return cls(status, code, title, detail, errors, body)
+        return AuthError
+    if status == 404:
+        return NotFoundError
+    if status == 413:
+        return PayloadTooLargeError
+    if status == 409:
+        return NotReadyError if code == "not_ready" else ConflictError
+    if status == 422 and code == "idempotency_mismatch":
+        return IdempotencyMismatchError
+    if status in (400, 422):
+        return ValidationError
+    if status == 429:
+        return RateLimitedError
+    return ServerError if status >= 500 else RequestError
 
 
 def _default_code(status: int) -> str:

@@ -569,6 +569,9 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
     data = report.get("data")
     if isinstance(data, Mapping) and data:
         parts.append(f'<section id="data"><h2>Data</h2>{_kv_table(data)}</section>')
+    structural = report.get("structural")
+    if isinstance(structural, Mapping) and structural:
+        parts.append(f'<section id="structural"><h2>Structural pruning</h2>{_kv_table(structural)}</section>')
     parts.append(
         f'<section id="spec"><h2>Spec as run</h2><pre><code>{_e(_yaml(report.get("spec") or {}))}</code></pre>'
     )

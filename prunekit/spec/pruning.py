@@ -1,7 +1,8 @@
 """Pruning configuration: one config class per method, joined in a discriminated union.
 
-Adding a method means one config class here and one engine module registered under the same
-``method`` name (see ``worker/engine/pruning/registry.py``).
+Adding a mask method means one config class here and one engine module registered under the same
+``method`` name (see ``worker/engine/pruning/registry.py``); a method of another kind is one
+``PruningStrategy`` module registered in ``worker/engine/strategies/registry.py``.
 """
 
 from __future__ import annotations

@@ -129,6 +129,28 @@ class Trial(BaseModel):
     pareto: bool = False
 
 
+class StructuralReport(BaseModel):
+    """What structural pruning removed: new layer widths, MACs and parameters before and after."""
+
+    widths: dict[str, dict[str, Any]] = Field(
+        description="Module name -> new sizes (only layers whose sizes changed), e.g. {'conv1': {'out_channels': 8}}."
+    )
+    macs_before: int
+    macs_after: int
+    macs_reduction: float = Field(description="macs_before / macs_after.")
+    params_before: int
+    params_after: int
+    seconds: float = Field(description="Wall time of channel removal (graph building, scoring, pruning, counting).")
+    steps: int = Field(description="Pruning steps taken.")
+    channel_ratio: float = Field(description="Share of channels removed per prunable layer.")
+    latency_before: float | None = Field(None, description="Median seconds per forward pass; set by target_speedup.")
+    latency_after: float | None = None
+    sidecar_files: list[str] = Field(
+        default_factory=list,
+        description="Files beside the artifact that rebuild the registered architecture (state-dict + widths).",
+    )
+
+
 class Report(BaseModel):
     report_version: Literal[1] = REPORT_VERSION
     kind: str = "compress"
@@ -154,6 +176,7 @@ class Report(BaseModel):
     gates: list[GateResult] = Field(default_factory=list)
     trials: list[Trial] = Field(default_factory=list)
     sensitivity: dict[str, Any] | None = None
+    structural: StructuralReport | None = Field(None, description="Set by structural pruning only.")
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     environment: Environment
     isolation: Isolation | None = None

@@ -9,7 +9,7 @@ import logging
 import time
 from dataclasses import dataclass
 
-from service.core.config import Settings
+from jobstore.settings import Settings
 from service.core.errors import Unauthorized
 
 log = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from typing import Annotated
 from fastapi import Cookie, Depends, Header, Request
 from sqlalchemy.orm import Session
 
+from jobstore.models import FileRecord, JobRecord
+from jobstore.repositories import files as files_repo
+from jobstore.repositories import jobs as jobs_repo
 from service.core.auth import Principal
 from service.core.errors import NotFound
-from service.core.models import FileRecord, JobRecord
 from service.core.state import AppState
-from service.files import repository as files_repo
-from service.jobs import repository as jobs_repo
 
 
 def get_state(request: Request) -> AppState:

@@ -9,7 +9,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
@@ -87,27 +86,6 @@ class StoredObjectCorrupt(ProblemError):
 
 class NotImplementedProblem(ProblemError):
     status, code, title = 501, "not_implemented", "Not available on this server"
-
-
-class ProblemFieldError(BaseModel):
-    """One field's error in a problem's `errors` list."""
-
-    model_config = ConfigDict(extra="allow")
-
-    loc: str
-    msg: str
-
-
-class Problem(BaseModel):
-    """An RFC 9457 problem details body, sent as application/problem+json by every error response."""
-
-    type: str
-    title: str
-    status: int
-    detail: str
-    code: str
-    instance: str
-    errors: list[ProblemFieldError] | None = None
 
 
 # What each status means here; the one place the problem responses of the OpenAPI document are described.

@@ -18,9 +18,9 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import Request
 
+from jobstore.ids import new_id
+from jobstore.storage import ObjectWriter, Storage
 from service.core.errors import PayloadTooLarge, UnsupportedMediaType, ValidationProblem
-from service.core.ids import new_id
-from service.storage import ObjectWriter, Storage
 
 # After a 413 we keep reading (and discarding) up to this much so the client sees the response
 # instead of a connection reset in the middle of its upload.

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
 
+from jobstore.broker import Broker
+from jobstore.db import Database
+from jobstore.settings import Settings
+from jobstore.storage import Storage
 from service.core.auth import KeyRing
-from service.core.broker import Broker
-from service.core.config import Settings
-from service.core.db import Database
-from service.storage import Storage
 
 
 @dataclass

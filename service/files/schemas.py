@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from service.core.models import FileRecord
+from jobstore.models import FileRecord
 
 FileKind = Literal["model", "data"]
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from service.core.models import FileRecord
+from jobstore.models import FileRecord
+from jobstore.repositories import files as repository
 from service.core.multipart import UploadedPart
-from service.files import repository
 
 
 def record_upload(session: Session, owner: str, part: UploadedPart, kind: str, inline: bool = False) -> FileRecord:

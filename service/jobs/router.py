@@ -13,7 +13,12 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import HTMLResponse, StreamingResponse
 from pydantic import ValidationError
 
+from jobstore.models import PK_MAX, JobRecord
+from jobstore.repositories import jobs as repository
+from jobstore.storage import ObjectMissing
+from jobstore.views import event_view, job_view
 from prunekit.spec import SpecError
+from prunekit.spec.api import EventList, Job, JobList, JobStatus
 from prunekit.spec.loading import MAX_NESTING, check_nesting
 from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep
 from service.core.errors import (
@@ -26,12 +31,10 @@ from service.core.errors import (
     ValidationProblem,
     problem_responses,
 )
-from service.core.models import PK_MAX
 from service.core.multipart import MultipartForm, discard_files, receive_multipart
 from service.core.state import AppState
-from service.jobs import repository, service
-from service.jobs.schemas import EventList, EventOut, JobCreate, JobList, JobOut, JobStatus
-from service.storage import ObjectMissing
+from service.jobs import service
+from service.jobs.schemas import JobCreate
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422))
@@ -144,12 +147,10 @@ def _multipart_submission(form: MultipartForm) -> service.Submission:
     )
 
 
-@router.post(
-    "", status_code=202, response_model=JobOut, openapi_extra=_SUBMIT_DOC, responses=problem_responses(413, 415)
-)
+@router.post("", status_code=202, response_model=Job, openapi_extra=_SUBMIT_DOC, responses=problem_responses(413, 415))
 async def submit_job(
     request: Request, response: Response, state: StateDep, key: CurrentKey, idempotency_key: IdempotencyKey = None
-) -> JobOut:
+) -> Job:
     """Submit a job: JSON with file ids, or multipart with the model (and data) inline."""
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     form: MultipartForm | None = None
@@ -172,12 +173,12 @@ async def submit_job(
     else:
         raise UnsupportedMediaType(f"send application/json or multipart/form-data, not '{ctype or 'nothing'}'")
 
-    def create() -> tuple[JobOut, bool]:
+    def create() -> tuple[Job, bool]:
         with state.db.sessionmaker() as session:
             job, created = service.create_job(session, state.settings, key.name, sub, idempotency_key)
             if created:
                 service.enqueue(session, state.broker, job)
-            return JobOut.of(job), created
+            return job_view(job), created
 
     try:
         out, created = await to_thread.run_sync(create)
@@ -202,21 +203,21 @@ def list_jobs(
     """The caller's jobs, newest first."""
     before = service.decode_cursor(cursor) if cursor else None
     rows = repository.list_jobs(session, key.name, status, limit + 1, before)
-    items = [JobOut.of(j) for j in rows[:limit]]
+    items = [job_view(j) for j in rows[:limit]]
     next_cursor = service.encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None
     return JobList(items=items, next_cursor=next_cursor)
 
 
-@router.get("/{job_id}", response_model=JobOut, responses=problem_responses(404))
-def get_job(job: OwnedJob) -> JobOut:
+@router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
+def get_job(job: OwnedJob) -> Job:
     """A job's status, progress, error and links."""
-    return JobOut.of(job)
+    return job_view(job)
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobOut, responses=problem_responses(404, 409))
-def cancel_job(job: OwnedJob, session: SessionDep, state: StateDep) -> JobOut:
+@router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
+def cancel_job(job: OwnedJob, session: SessionDep, state: StateDep) -> Job:
     """Cancel: a queued job at once, a running one within seconds."""
-    return JobOut.of(service.cancel_job(session, state.broker, job))
+    return job_view(service.cancel_job(session, state.broker, job))
 
 
 @router.delete("/{job_id}", status_code=204, responses=problem_responses(404, 409))
@@ -269,7 +270,7 @@ def get_artifact(
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Response:
     """The pruned model, with a sha256 ETag and byte ranges."""
-    if job.status != "succeeded" or job.artifact_key is None:
+    if job.status != JobStatus.SUCCEEDED or job.artifact_key is None:
         raise NotReady(f"job {job.id} is {job.status}; its artifact exists once it has succeeded")
     size = job.artifact_size or 0
     etag = f'"{job.artifact_sha256}"'
@@ -316,11 +317,17 @@ def _check_stored_artifact(job: Any, state: AppState) -> None:
         )
 
 
-def _read_report(job: Any, state: AppState) -> dict[str, Any]:
-    if job.status != "succeeded" or job.report_key is None:
+def _require_report(job: JobRecord) -> str:
+    """The report's storage key; 409 until the job has succeeded."""
+    if job.status != JobStatus.SUCCEEDED or job.report_key is None:
         raise NotReady(f"job {job.id} is {job.status}; its report exists once it has succeeded")
+    return job.report_key
+
+
+def _read_report(job: JobRecord, state: AppState) -> dict[str, Any]:
+    key = _require_report(job)
     try:
-        data = b"".join(state.storage.iter_range(job.report_key))
+        data = b"".join(state.storage.iter_range(key))
     except ObjectMissing:
         raise NotReady(f"the report of job {job.id} is missing from storage") from None
     report: dict[str, Any] = json.loads(data)
@@ -334,16 +341,21 @@ def get_report(job: BrowserOwnedJob, state: StateDep) -> dict[str, Any]:
 
 
 @router.get("/{job_id}/report.html", response_class=HTMLResponse, responses=problem_responses(404, 409, 501))
-def get_report_html(job: BrowserOwnedJob, state: StateDep) -> HTMLResponse:
-    """The report as one self-contained HTML page."""
-    report = _read_report(job, state)
+def get_report_html(job: BrowserOwnedJob, state: StateDep) -> Response:
+    """The report as one self-contained HTML page: the one the worker stored, rendered here only for old jobs."""
+    _require_report(job)
+    if job.report_html_key is not None:
+        try:
+            page = b"".join(state.storage.iter_range(job.report_html_key))
+        except ObjectMissing:
+            log.warning("job %s: stored report.html is missing; rendering it again", job.id)
+        else:
+            return HTMLResponse(page)
     try:
         from prunekit.reporting.html import render_report_html
     except ImportError:
-        if job.report_html_key is not None:
-            return HTMLResponse(b"".join(state.storage.iter_range(job.report_html_key)).decode("utf-8"))
         raise NotImplementedProblem("this server has no HTML report renderer installed") from None
-    return HTMLResponse(render_report_html(report, job_id=job.id))
+    return HTMLResponse(render_report_html(_read_report(job, state), job_id=job.id))
 
 
 @router.get("/{job_id}/events", response_model=EventList, responses=problem_responses(404))
@@ -355,5 +367,5 @@ def get_events(
 ) -> EventList:
     """Progress, log and per-epoch metric events after `after`."""
     rows = repository.list_events(session, job.id, after, limit)
-    items = [EventOut.of(e) for e in rows]
+    items = [event_view(e) for e in rows]
     return EventList(items=items, next_after=items[-1].seq if items else after)

@@ -13,21 +13,23 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from jobstore import lifecycle
+from jobstore.broker import Broker
+from jobstore.db import utcnow
+from jobstore.ids import new_id
+from jobstore.lifecycle import CancelOutcome
+from jobstore.models import PK_MAX, JobRecord
+from jobstore.repositories import files as files_repo
+from jobstore.repositories import jobs as repository
+from jobstore.settings import Settings
+from jobstore.storage import Storage
+from jobstore.webhooks.policy import WebhookRefused, check_url
 from prunekit.spec import JobSpec, SpecError, parse_spec
+from prunekit.spec.api import TERMINAL_STATUSES, EventKind, JobStatus
 from prunekit.spec.loading import parse_spec_text
-from service.core.broker import Broker
-from service.core.config import Settings
-from service.core.db import utcnow
 from service.core.errors import IdempotencyMismatch, InvalidState, ValidationProblem
-from service.core.ids import new_id
-from service.core.models import PK_MAX, JobRecord
 from service.core.multipart import UploadedPart
-from service.files import repository as files_repo
 from service.files import service as files_service
-from service.jobs import repository
-from service.jobs.schemas import TERMINAL
-from service.storage import Storage
-from service.webhooks.policy import WebhookRefused, check_url
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,7 @@ def create_job(
     job = JobRecord(
         id=new_id("job"),
         owner=owner,
-        status="queued",
+        status=JobStatus.QUEUED,
         percent=0.0,
         kind=sub.spec.kind,
         queue=choose_queue(sub.spec, settings),
@@ -129,7 +131,7 @@ def create_job(
     )
     try:
         repository.insert_job(session, job)
-        repository.add_event(session, job.id, "state", "queued", ts=now)
+        repository.add_event(session, job.id, EventKind.STATE, "queued", ts=now)
         session.commit()
     except IntegrityError:
         # A concurrent request with the same idempotency key won the insert.
@@ -159,43 +161,21 @@ def enqueue(session: Session, broker: Broker, job: JobRecord) -> None:
 
 
 def cancel_job(session: Session, broker: Broker, job: JobRecord) -> JobRecord:
-    """Cancel a queued job now, or flag a running one; 409 once it is finished.
-
-    A flag accepted here is always honoured: the worker's finishing UPDATE turns into `canceled`
-    when it sees the flag, and a flag that comes after that UPDATE finds the job finished (409).
-    """
-    now = utcnow()
-    for _ in range(3):  # the job may move from queued to running between our two updates
-        if job.status in TERMINAL:
-            raise InvalidState(f"job {job.id} is already {job.status}")
-        if repository.cancel_queued(session, job.id, now):
-            repository.add_event(session, job.id, "state", "canceled before it started", ts=now)
-            session.commit()
-            if job.webhook_url:
-                send_webhook(session, broker, job)
-            break
-        if repository.request_cancel(session, job.id, now):
-            repository.add_event(session, job.id, "state", "cancel requested", ts=now)
-            session.commit()
-            break
-        session.refresh(job)
-    else:
+    """Cancel a queued job now, or flag a running one; 409 once it is finished (jobstore.lifecycle decides)."""
+    outcome = lifecycle.request_cancel(session, job, utcnow())
+    if outcome is CancelOutcome.ALREADY_ENDED:
+        raise InvalidState(f"job {job.id} is already {job.status}")
+    if outcome is CancelOutcome.RACING:
         raise InvalidState(f"job {job.id} is {job.status}; try the cancel again")
+    session.commit()
+    if outcome is CancelOutcome.CANCELED:
+        lifecycle.notify(session, broker, job.id)
     session.refresh(job)
     return job
 
 
-def send_webhook(session: Session, broker: Broker, job: JobRecord) -> None:
-    repository.set_webhook_state(session, job.id, "pending")
-    session.commit()
-    try:
-        broker.send_webhook(job.id, job.queue)
-    except Exception:  # the job's state is already final; a lost notification is logged, not fatal
-        log.exception("could not enqueue the webhook of job %s", job.id)
-
-
 def delete_job(session: Session, storage: Storage, job: JobRecord) -> None:
-    if job.status not in TERMINAL:
+    if job.status not in TERMINAL_STATUSES:
         raise InvalidState(f"job {job.id} is {job.status}; cancel it first, only finished jobs can be deleted")
     storage.delete_prefix(f"jobs/{job.id}/")
     for file_id in (job.model_file_id, job.data_file_id):

@@ -9,13 +9,13 @@ from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.core import GaugeMetricFamily, Metric, SummaryMetricFamily
 from prometheus_client.registry import Collector
 
+from jobstore.queue import QUEUES
+from jobstore.repositories import jobs as repository
+from prunekit.spec.api import JobStatus
 from service.core.state import AppState
-from service.jobs import repository
-from service.jobs.schemas import TERMINAL
-from worker.celery_app import QUEUES
 
 log = logging.getLogger(__name__)
-STATES = ("queued", "running", *sorted(TERMINAL))
+STATES = tuple(JobStatus)
 
 
 class JobStoreCollector(Collector):

@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 from fastapi import APIRouter, Cookie, Form, Header, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from jobstore.repositories import jobs as repository
+from jobstore.views import job_view
 from service.core.deps import SESSION_COOKIE, SessionDep, StateDep, browser_key
 from service.core.errors import Forbidden, NotImplementedProblem, Unauthorized, problem_responses
-from service.jobs import repository
-from service.jobs.schemas import JobOut
 from service.ui.pages import login_page
 
 router = APIRouter(tags=["ui"])
@@ -40,7 +40,7 @@ def jobs_page(
         from prunekit.reporting.html import render_jobs_page
     except ImportError:
         raise NotImplementedProblem("this server has no HTML renderer installed") from None
-    jobs = [JobOut.of(j).model_dump(mode="json") for j in repository.list_jobs(session, key.name, None, 100, None)]
+    jobs = [job_view(j).model_dump(mode="json") for j in repository.list_jobs(session, key.name, None, 100, None)]
     signed_in = None if state.keys.disabled or authorization else key.name
     return HTMLResponse(render_jobs_page(jobs, signed_in_as=signed_in))
 

@@ -12,8 +12,8 @@ import pytest
 import uvicorn
 from pydantic import SecretStr
 
+from jobstore.settings import Settings
 from service.app import create_app
-from service.core.config import Settings
 from service.core.state import AppState
 from tests.browser.conftest import ARTIFACTS, click_and_wait, severe_logs
 from tests.service.conftest import complete_job

@@ -1,8 +1,9 @@
 """A scriptable fake of the prunekit HTTP API over real HTTP (stdlib server on 127.0.0.1), for client tests.
 
-It implements the contract's shapes (docs/design/api-contract.md) closely enough to exercise the client:
-auth, problem+json errors, idempotent submits, job progress scripts, events, Range downloads, and
-injected faults (5xx, dropped connections, truncated bodies, server restarts).
+Its bodies are built from the API's own models (prunekit/spec/api.py, as the real server's are) so they cannot
+drift from the contract (docs/design/api-contract.md). It covers what the client needs: auth, problem+json
+errors, idempotent submits, job progress scripts, events, Range downloads, and injected faults (5xx, dropped
+connections, truncated bodies, server restarts).
 """
 
 from __future__ import annotations
@@ -13,15 +14,31 @@ import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from email.parser import BytesParser
 from email.policy import default as email_policy
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from pydantic import BaseModel
+
 from prunekit.client import RetryPolicy
 from prunekit.reporting.samples import compress_report
+from prunekit.spec.api import (
+    Artifact,
+    ErrorCode,
+    Event,
+    EventKind,
+    EventList,
+    Job,
+    JobError,
+    JobList,
+    JobStatus,
+    Problem,
+    Stage,
+    job_links,
+)
+from tests.client.fake_bodies import new_job, now, problem, progress_script, updated
 
 GOOD_KEY = "good-key"
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)
@@ -38,13 +55,6 @@ class SleepLog:
 
         self.delays.append(seconds)
         time.sleep(min(seconds, 0.05))
-
-
-TERMINAL = {"succeeded", "failed", "canceled"}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
 
 
 @dataclass
@@ -85,17 +95,16 @@ class FakeApi:
         self.requests: list[Recorded] = []
         self.files: dict[str, dict[str, Any]] = {}
         self.file_bytes: dict[str, bytes] = {}
-        self.jobs: dict[str, dict[str, Any]] = {}
+        self.jobs: dict[str, Job] = {}
         self.order: list[str] = []
         self.scripts: dict[str, list[dict[str, Any]]] = {}
         self.artifacts: dict[str, bytes] = {}
         self.reports: dict[str, dict[str, Any]] = {}
-        self.events: dict[str, list[dict[str, Any]]] = {}
+        self.events: dict[str, list[Event]] = {}
         self.idem: dict[str, tuple[str, str]] = {}
         self.faults: list[Fault] = []
         self.plan = Plan()
         self.ignore_range = False
-        self.base_url = ""
 
     # -------------------------------------------------------------- test helpers
 
@@ -120,113 +129,61 @@ class FakeApi:
 
     # -------------------------------------------------------------- model
 
-    def _links(self, job_id: str, done: bool) -> dict[str, Any]:
-        base = f"{self.base_url}/v1/jobs/{job_id}"
-        return {
-            "self": base,
-            "artifact": f"{base}/artifact" if done else None,
-            "report": f"{base}/report" if done else None,
-            "report_html": f"{base}/report.html" if done else None,
-            "events": f"{base}/events",
-            "cancel": f"{base}/cancel",
-        }
-
     def _create_job(
         self, spec: dict[str, Any], model_id: str, data_id: str | None, plan: Plan, job_id: str | None = None
     ) -> str:
         job_id = job_id or f"job_{uuid.uuid4().hex[:16]}"
-        job = {
-            "id": job_id,
-            "status": "queued",
-            "stage": None,
-            "percent": 0.0,
-            "kind": spec.get("kind", "compress"),
-            "queue": "cpu",
-            "created_at": _now(),
-            "started_at": None,
-            "finished_at": None,
-            "updated_at": _now(),
-            "attempts": 0,
-            "error": None,
-            "gate_status": None,
-            "gates": [],
-            "model_file_id": model_id,
-            "data_file_id": data_id,
-            "spec": spec,
-            "artifact": None,
-            "links": self._links(job_id, False),
-        }
-        stages = ["load", "baseline", "prune", "finetune", "evaluate", "save", "report"]
-        script: list[dict[str, Any]] = []
-        for i in range(plan.steps):
-            stage = stages[min(i * len(stages) // max(plan.steps, 1), len(stages) - 1)]
-            script.append({"status": "running", "stage": stage, "percent": round(100 * i / plan.steps, 1)})
-        final: dict[str, Any] = {"finished_at": _now()}
-        if plan.outcome in ("succeeded", "gate_missed"):
-            report = compress_report(gate_missed=plan.outcome == "gate_missed")
-            self.reports[job_id] = report
-            self.artifacts[job_id] = plan.artifact
-            sha = hashlib.sha256(plan.artifact).hexdigest()
-            if plan.wrong_sha:
-                sha = hashlib.sha256(b"something else").hexdigest()
-            final.update(
-                status="succeeded",
-                stage="report",
-                percent=100.0,
-                gate_status=report["status"],
-                gates=report["gates"],
-                artifact={"name": plan.artifact_name, "size": len(plan.artifact), "sha256": sha},
-                links=self._links(job_id, True),
-            )
-        elif plan.outcome == "failed":
-            final.update(status="failed", error={"code": "invalid_model", "message": "not a TorchScript archive"})
-        elif plan.outcome == "canceled":
-            final.update(status="canceled")
+        script = progress_script(plan.steps)
         if plan.outcome != "never":
-            script.append(final)
-        self.jobs[job_id] = job
+            script.append(self._final_snapshot(job_id, plan))
+        self.jobs[job_id] = new_job(job_id, spec, model_id, data_id)
         self.order.insert(0, job_id)
         self.scripts[job_id] = script
         self.events[job_id] = []
         return job_id
 
-    def _advance(self, job_id: str) -> dict[str, Any]:
+    def _final_snapshot(self, job_id: str, plan: Plan) -> dict[str, Any]:
+        final: dict[str, Any] = {"finished_at": now()}
+        if plan.outcome in ("succeeded", "gate_missed"):
+            report = compress_report(gate_missed=plan.outcome == "gate_missed")
+            self.reports[job_id] = report
+            self.artifacts[job_id] = plan.artifact
+            sha = hashlib.sha256(b"something else" if plan.wrong_sha else plan.artifact).hexdigest()
+            final.update(
+                status=JobStatus.SUCCEEDED,
+                stage=Stage.REPORT,
+                percent=100.0,
+                gate_status=report["status"],
+                gates=report["gates"],
+                artifact=Artifact(name=plan.artifact_name, size=len(plan.artifact), sha256=sha),
+                links=job_links(job_id, has_artifact=True, has_report=True),
+            )
+        elif plan.outcome == "failed":
+            final.update(
+                status=JobStatus.FAILED,
+                error=JobError(code=ErrorCode.INVALID_MODEL, message="not a TorchScript archive"),
+            )
+        elif plan.outcome == "canceled":
+            final.update(status=JobStatus.CANCELED)
+        return final
+
+    def _advance(self, job_id: str) -> Job:
         job = self.jobs[job_id]
         script = self.scripts.get(job_id) or []
-        if script and job["status"] not in TERMINAL:
+        if script and not job.terminal:
             snap = script.pop(0)
-            job.update(snap)
-            job["updated_at"] = _now()
-            if snap.get("status") == "running" and not job["started_at"]:
-                job["started_at"] = _now()
-            evs = self.events[job_id]
-            msg = f"{job['status']} {job.get('stage') or ''}".strip()
-            evs.append(
-                {
-                    "seq": len(evs) + 1,
-                    "ts": _now(),
-                    "kind": "log",
-                    "stage": job.get("stage"),
-                    "percent": job.get("percent"),
-                    "message": msg,
-                    "data": {},
-                }
-            )
+            if snap.get("status") is JobStatus.RUNNING and job.started_at is None:
+                snap["started_at"] = now()
+            job = self.jobs[job_id] = updated(job, **snap)
+            self._log(job)
         return job
 
-
-def _problem(status: int, code: str, detail: str, errors: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    body: dict[str, Any] = {
-        "type": f"https://prunekit.dev/problems/{code}",
-        "title": code.replace("_", " "),
-        "status": status,
-        "detail": detail,
-        "code": code,
-        "instance": "/",
-    }
-    if errors is not None:
-        body["errors"] = errors
-    return body
+    def _log(self, job: Job) -> None:
+        evs = self.events[job.id]
+        message = f"{job.status} {job.stage or ''}".strip()
+        evs.append(
+            Event(seq=len(evs) + 1, ts=now(), kind=EventKind.LOG, stage=job.stage, percent=job.percent, message=message)
+        )
 
 
 def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
@@ -235,6 +192,10 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             pass
 
         def _send_json(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+            if isinstance(body, Problem):  # the real server names the request's path and omits absent `errors`
+                body = body.model_copy(update={"instance": urlsplit(self.path).path})
+            if isinstance(body, BaseModel):
+                body = body.model_dump(mode="json", exclude_none=isinstance(body, Problem))
             data = json.dumps(body).encode()
             self.send_response(status)
             ctype = "application/problem+json" if status >= 400 else "application/json"
@@ -268,7 +229,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 return
             if fault is not None and fault.action == "status":
                 headers = {"Retry-After": fault.retry_after} if fault.retry_after else {}
-                self._send_json(fault.status, _problem(fault.status, "internal", "injected fault"), headers)
+                self._send_json(fault.status, problem(fault.status, "internal", "injected fault"), headers)
                 return
             if parts.path == "/livez":
                 self._send_json(200, {"status": "ok"})
@@ -276,7 +237,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             auth = self.headers.get("Authorization", "")
             if not auth.startswith("Bearer ") or auth[7:] not in api.keys:
                 self._send_json(
-                    401, _problem(401, "unauthorized", "missing or invalid API key"), {"WWW-Authenticate": "Bearer"}
+                    401, problem(401, "unauthorized", "missing or invalid API key"), {"WWW-Authenticate": "Bearer"}
                 )
                 return
             with api.lock:
@@ -289,7 +250,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             elif method == "GET" and (fm := re.fullmatch(r"/v1/files/([^/]+)", path)):
                 info = api.files.get(fm.group(1))
                 if info is None:
-                    self._send_json(404, _problem(404, "not_found", "no such file"))
+                    self._send_json(404, problem(404, "not_found", "no such file"))
                 else:
                     self._send_json(200, info)
             elif method == "POST" and path == "/v1/jobs":
@@ -299,11 +260,11 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             elif m is not None:
                 job_id, sub = m.group(1), m.group(2) or ""
                 if job_id not in api.jobs:
-                    self._send_json(404, _problem(404, "not_found", f"no job {job_id}"))
+                    self._send_json(404, problem(404, "not_found", f"no job {job_id}"))
                     return
                 self._job(method, job_id, sub, query, fault)
             else:
-                self._send_json(404, _problem(404, "not_found", "no such route"))
+                self._send_json(404, problem(404, "not_found", "no such route"))
 
         def _upload(self, body: bytes) -> None:
             ctype = self.headers.get("Content-Type", "")
@@ -319,7 +280,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 elif field_name == "kind":
                     kind = part.get_content().strip()
             if data is None:
-                self._send_json(422, _problem(422, "validation_error", "no file", [{"loc": "file", "msg": "required"}]))
+                self._send_json(422, problem(422, "validation_error", "no file", [{"loc": "file", "msg": "required"}]))
                 return
             file_id = f"fil_{uuid.uuid4().hex[:16]}"
             info = {
@@ -328,7 +289,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 "size": len(data),
                 "name": name,
                 "kind": kind,
-                "created_at": _now(),
+                "created_at": now().isoformat(),
             }
             api.files[file_id] = info
             api.file_bytes[file_id] = data
@@ -338,19 +299,17 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             try:
                 payload = json.loads(body)
             except ValueError:
-                self._send_json(422, _problem(422, "validation_error", "body is not JSON"))
+                self._send_json(422, problem(422, "validation_error", "body is not JSON"))
                 return
             spec = payload.get("spec")
             if not isinstance(spec, dict):
-                self._send_json(
-                    422, _problem(422, "validation_error", "bad spec", [{"loc": "spec", "msg": "required"}])
-                )
+                self._send_json(422, problem(422, "validation_error", "bad spec", [{"loc": "spec", "msg": "required"}]))
                 return
             sparsity = (spec.get("pruning") or {}).get("sparsity")
             if isinstance(sparsity, int | float) and sparsity >= 1:
                 self._send_json(
                     422,
-                    _problem(
+                    problem(
                         422,
                         "validation_error",
                         "invalid spec",
@@ -361,7 +320,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             if payload.get("model_file_id") not in api.files:
                 self._send_json(
                     422,
-                    _problem(
+                    problem(
                         422, "validation_error", "unknown model file", [{"loc": "model_file_id", "msg": "no such file"}]
                     ),
                 )
@@ -371,7 +330,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             if key and key in api.idem:
                 seen_digest, job_id = api.idem[key]
                 if seen_digest != digest:
-                    self._send_json(422, _problem(422, "idempotency_mismatch", "key reused with another body"))
+                    self._send_json(422, problem(422, "idempotency_mismatch", "key reused with another body"))
                     return
             else:
                 job_id = api._create_job(spec, payload["model_file_id"], payload.get("data_file_id"), api.plan)
@@ -383,25 +342,25 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             status = (query.get("status") or [None])[0]
             limit = int((query.get("limit") or ["50"])[0])
             start = int((query.get("cursor") or ["0"])[0])
-            ids = [j for j in api.order if status is None or api.jobs[j]["status"] == status]
+            ids = [j for j in api.order if status is None or api.jobs[j].status == status]
             page = ids[start : start + limit]
             nxt = str(start + limit) if start + limit < len(ids) else None
-            self._send_json(200, {"items": [api.jobs[j] for j in page], "next_cursor": nxt})
+            self._send_json(200, JobList(items=[api.jobs[j] for j in page], next_cursor=nxt))
 
         def _job(self, method: str, job_id: str, sub: str, query: dict[str, list[str]], fault: Fault | None) -> None:
             job = api.jobs[job_id]
             if method == "GET" and sub == "":
                 self._send_json(200, api._advance(job_id))
             elif method == "POST" and sub == "/cancel":
-                if job["status"] in TERMINAL:
-                    self._send_json(409, _problem(409, "invalid_state", f"job is {job['status']}"))
+                if job.terminal:
+                    self._send_json(409, problem(409, "invalid_state", f"job is {job.status}"))
                     return
-                job.update(status="canceled", finished_at=_now())
+                api.jobs[job_id] = updated(job, status=JobStatus.CANCELED, finished_at=now())
                 api.scripts[job_id] = []
-                self._send_json(202, job)
+                self._send_json(202, api.jobs[job_id])
             elif method == "DELETE" and sub == "":
-                if job["status"] not in TERMINAL:
-                    self._send_json(409, _problem(409, "invalid_state", "job is not finished"))
+                if not job.terminal:
+                    self._send_json(409, problem(409, "invalid_state", "job is not finished"))
                     return
                 del api.jobs[job_id]
                 api.order.remove(job_id)
@@ -410,16 +369,16 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 self.end_headers()
             elif method == "GET" and sub == "/events":
                 after = int((query.get("after") or ["0"])[0])
-                items = [e for e in api.events[job_id] if e["seq"] > after]
-                self._send_json(200, {"items": items, "next_after": items[-1]["seq"] if items else after})
+                items = [e for e in api.events[job_id] if e.seq > after]
+                self._send_json(200, EventList(items=items, next_after=items[-1].seq if items else after))
             elif method == "GET" and sub == "/report":
-                if job_id not in api.reports or job["status"] != "succeeded":
-                    self._send_json(409, _problem(409, "not_ready", "no report yet"))
+                if job_id not in api.reports or job.status is not JobStatus.SUCCEEDED:
+                    self._send_json(409, problem(409, "not_ready", "no report yet"))
                     return
                 self._send_json(200, api.reports[job_id])
             elif method == "GET" and sub == "/report.html":
-                if job_id not in api.reports or job["status"] != "succeeded":
-                    self._send_json(409, _problem(409, "not_ready", "no report yet"))
+                if job_id not in api.reports or job.status is not JobStatus.SUCCEEDED:
+                    self._send_json(409, problem(409, "not_ready", "no report yet"))
                     return
                 data = f"<!DOCTYPE html><html><body><h1>report {job_id}</h1></body></html>".encode()
                 self.send_response(200)
@@ -430,12 +389,12 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             elif method == "GET" and sub == "/artifact":
                 self._artifact(job_id, fault)
             else:
-                self._send_json(404, _problem(404, "not_found", "no such route"))
+                self._send_json(404, problem(404, "not_found", "no such route"))
 
         def _artifact(self, job_id: str, fault: Fault | None) -> None:
             data = api.artifacts.get(job_id)
-            if data is None or api.jobs[job_id]["status"] != "succeeded":
-                self._send_json(409, _problem(409, "not_ready", "no artifact yet"))
+            if data is None or api.jobs[job_id].status is not JobStatus.SUCCEEDED:
+                self._send_json(409, problem(409, "not_ready", "no artifact yet"))
                 return
             etag = f'"{hashlib.sha256(data).hexdigest()}"'
             start = 0
@@ -448,7 +407,7 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 if start >= len(data):
                     self._send_json(
                         416,
-                        _problem(416, "range_not_satisfiable", "bad range"),
+                        problem(416, "range_not_satisfiable", "bad range"),
                         {"Content-Range": f"bytes */{len(data)}"},
                     )
                     return
@@ -499,7 +458,6 @@ class FakeServer:
         self._httpd = ThreadingHTTPServer(("127.0.0.1", self.port), make_handler(self.api))
         self._httpd.daemon_threads = True
         self.port = self._httpd.server_address[1]
-        self.api.base_url = self.url
         self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
 

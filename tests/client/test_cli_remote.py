@@ -6,6 +6,7 @@ import json
 import threading
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -15,6 +16,8 @@ from prunekit.cli import remote
 from prunekit.cli.exit_codes import ExitCode
 from prunekit.cli.main import app
 from prunekit.client import PrunekitClient, RetryPolicy
+from prunekit.spec.api import Event
+from tests.client.fake_bodies import new_job, updated
 from tests.client.prunekit_fake_api import FAST_RETRY, GOOD_KEY, FakeApi, FakeServer, Plan
 
 SPEC = "version: 1\nkind: compress\npruning:\n  method: magnitude\n  sparsity: 0.5\ngates:\n  min_speedup: 2.0\n"
@@ -64,9 +67,9 @@ def test_submit_without_wait_prints_the_job_id(run, api: FakeApi, files: dict[st
     job_id = result.stdout.strip()
     assert job_id in api.jobs
     job = api.jobs[job_id]
-    assert job["spec"]["pruning"]["sparsity"] == 0.5
-    assert api.files[job["model_file_id"]]["kind"] == "model"
-    assert api.files[job["data_file_id"]]["kind"] == "data"
+    assert job.spec["pruning"]["sparsity"] == 0.5
+    assert api.files[job.model_file_id]["kind"] == "model"
+    assert job.data_file_id is not None and api.files[job.data_file_id]["kind"] == "data"
     assert "uploading model.pt" in result.stderr
 
 
@@ -227,6 +230,13 @@ def test_status_list_cancel(run, api: FakeApi) -> None:  # type: ignore[no-untyp
     assert result.exit_code == ExitCode.INVALID_INPUT
 
 
+def test_status_json_is_the_servers_job_body(run, api: FakeApi) -> None:  # type: ignore[no-untyped-def]
+    job_id = api.add_job(Plan(outcome="gate_missed", steps=0))
+    result = run("status", job_id, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout) == api.jobs[job_id].model_dump(mode="json")
+
+
 def test_download_command(run, api: FakeApi, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     job_id = api.add_job(Plan(outcome="succeeded", steps=0))
     api._advance(job_id)
@@ -271,7 +281,7 @@ def test_terminal_progress_bar_renders() -> None:
     watcher = remote._Watcher("job_1", tty=True)
     watcher.console = Console(file=io.StringIO(), force_terminal=True, width=100, highlight=False)
     with watcher:
-        watcher.update({"id": "job_1", "status": "running", "stage": "finetune", "percent": 42.0})
-        watcher.event({"seq": 1, "ts": "", "kind": "log", "message": "epoch 1"})
+        watcher.update(updated(new_job("job_1", {}), status="running", stage="finetune", percent=42.0))
+        watcher.event(Event(seq=1, ts=datetime.now(UTC), kind="log", stage=None, percent=None, message="epoch 1"))
     text = watcher.console.file.getvalue()  # type: ignore[attr-defined]
     assert "finetune" in text and "42%" in text and "epoch 1" in text

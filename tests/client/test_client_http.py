@@ -24,6 +24,7 @@ from prunekit.client import (
     ValidationError,
     WaitTimeoutError,
 )
+from tests.client.fake_bodies import new_job
 from tests.client.prunekit_fake_api import FAST_RETRY, GOOD_KEY, FakeApi, FakeServer, Plan, SleepLog
 
 
@@ -50,7 +51,7 @@ def test_validation_error_carries_field_paths(client: PrunekitClient, tmp_path: 
     file_id = _upload(client, tmp_path)
     with pytest.raises(ValidationError) as info:
         client.submit_job({"pruning": {"sparsity": 1.5}}, file_id)
-    assert info.value.errors[0]["loc"] == "pruning.sparsity"
+    assert info.value.errors[0].loc == "pruning.sparsity"
     assert "pruning.sparsity" in str(info.value)
 
 
@@ -82,7 +83,7 @@ def test_get_retries_5xx_with_backoff(client: PrunekitClient, api: FakeApi, slee
     api.fail("GET", f"/v1/jobs/{job_id}", times=2, status=503)
     api.fail("GET", f"/v1/jobs/{job_id}", times=1, status=500)
     job = client.get_job(job_id)
-    assert job["id"] == job_id
+    assert job.id == job_id
     assert len(api.calls("GET", f"/v1/jobs/{job_id}")) == 4
     assert len(sleeps.delays) == 3
     assert all(d > 0 for d in sleeps.delays)
@@ -109,7 +110,7 @@ def test_retry_after_is_honoured(fake: FakeServer, api: FakeApi, sleeps: SleepLo
 def test_dropped_connection_is_retried_for_reads(client: PrunekitClient, api: FakeApi) -> None:
     job_id = api.add_job()
     api.fail("GET", f"/v1/jobs/{job_id}", times=2, action="drop")
-    assert client.get_job(job_id)["id"] == job_id
+    assert client.get_job(job_id).id == job_id
 
 
 def test_non_idempotent_request_is_not_retried_after_it_may_have_been_processed(
@@ -140,29 +141,29 @@ def test_submit_retry_reuses_the_idempotency_key(client: PrunekitClient, api: Fa
     assert len(calls) == 2
     keys = {c.headers.get("Idempotency-Key") for c in calls}
     assert len(keys) == 1 and None not in keys
-    assert len(api.jobs) == 1 and job["id"] in api.jobs
+    assert len(api.jobs) == 1 and job.id in api.jobs
 
 
 def test_submit_same_key_same_job_other_body_mismatch(client: PrunekitClient, tmp_path: Path) -> None:
     file_id = _upload(client, tmp_path)
     first = client.submit_job({"version": 1}, file_id, idempotency_key="k1")
     again = client.submit_job({"version": 1}, file_id, idempotency_key="k1")
-    assert first["id"] == again["id"]
+    assert first.id == again.id
     with pytest.raises(IdempotencyMismatchError):
         client.submit_job({"version": 1, "seed": 3}, file_id, idempotency_key="k1")
 
 
 def test_list_follows_cursor(client: PrunekitClient, api: FakeApi) -> None:
     ids = [api.add_job() for _ in range(7)]
-    seen = [j["id"] for j in client.iter_jobs(page_size=3)]
+    seen = [j.id for j in client.iter_jobs(page_size=3)]
     assert seen == list(reversed(ids))
     page = client.list_jobs(limit=2)
-    assert len(page["items"]) == 2 and page["next_cursor"]
+    assert len(page.items) == 2 and page.next_cursor
 
 
 def test_cancel_and_delete(client: PrunekitClient, api: FakeApi) -> None:
     job_id = api.add_job(Plan(outcome="never"))
-    assert client.cancel_job(job_id)["status"] == "canceled"
+    assert client.cancel_job(job_id).status == "canceled"
     with pytest.raises(ConflictError) as info:
         client.cancel_job(job_id)
     assert info.value.code == "invalid_state"
@@ -184,13 +185,13 @@ def test_wait_follows_progress_and_events(client: PrunekitClient, api: FakeApi) 
     job = client.wait(
         job_id,
         poll_interval=0.01,
-        on_update=lambda j: updates.append(f"{j['status']}:{j.get('stage')}"),
-        on_event=lambda e: messages.append(e.get("message", "")),
+        on_update=lambda j: updates.append(f"{j.status}:{j.stage}"),
+        on_event=lambda e: messages.append(e.message),
     )
-    assert job["status"] == "succeeded"
+    assert job.status == "succeeded"
     assert updates[0].startswith("running") and updates[-1].startswith("succeeded")
     # Every event exactly once, in order.
-    assert messages == [e["message"] for e in api.events[job_id]]
+    assert messages == [e.message for e in api.events[job_id]]
     assert len(messages) >= 4
 
 
@@ -198,7 +199,7 @@ def test_wait_timeout_carries_the_last_state(client: PrunekitClient, api: FakeAp
     job_id = api.add_job(Plan(outcome="never", steps=2))
     with pytest.raises(WaitTimeoutError) as info:
         client.wait(job_id, timeout=0.3, poll_interval=0.05)
-    assert info.value.job is not None and info.value.job["status"] == "running"
+    assert info.value.job is not None and info.value.job.status == "running"
 
 
 def test_wait_rides_out_5xx_and_a_server_restart(fake: FakeServer, api: FakeApi) -> None:
@@ -218,7 +219,7 @@ def test_wait_rides_out_5xx_and_a_server_restart(fake: FakeServer, api: FakeApi)
         finally:
             restarter.join()
             starter.join()
-    assert job["status"] == "succeeded"
+    assert job.status == "succeeded"
     assert "ServerError" in retries
     assert "UnreachableError" in retries
 
@@ -236,7 +237,7 @@ def test_wait_reports_a_short_outage_with_the_default_policy(fake: FakeServer, a
             job = c.wait(job_id, poll_interval=0.05, on_retry=lambda exc, d: retries.append(type(exc).__name__))
         finally:
             starter.join()
-    assert job["status"] == "succeeded"
+    assert job.status == "succeeded"
     assert retries and set(retries) == {"UnreachableError"}
 
 
@@ -246,7 +247,7 @@ def test_wait_rides_out_rate_limiting(fake: FakeServer, api: FakeApi) -> None:
     retries: list[str] = []
     with PrunekitClient(fake.url, GOOD_KEY, retry=FAST_RETRY) as c:
         job = c.wait(job_id, poll_interval=0.01, on_retry=lambda exc, d: retries.append(type(exc).__name__))
-    assert job["status"] == "succeeded"
+    assert job.status == "succeeded"
     assert retries == ["RateLimitedError", "RateLimitedError"]
 
 
@@ -268,10 +269,10 @@ def test_wait_stops_at_once_on_auth_error(fake: FakeServer, api: FakeApi) -> Non
 def test_transport_can_be_injected() -> None:
     def handler(request: httpx.Request) -> httpx.Response:
         assert request.headers["Authorization"] == "Bearer k"
-        return httpx.Response(200, json={"id": "job_1", "status": "queued"})
+        return httpx.Response(200, json=new_job("job_1", {"version": 1}).model_dump(mode="json"))
 
     with PrunekitClient("http://example.invalid", "k", transport=httpx.MockTransport(handler)) as c:
-        assert c.get_job("job_1")["status"] == "queued"
+        assert c.get_job("job_1").status == "queued"
 
 
 def test_error_without_problem_body() -> None:
@@ -282,3 +283,41 @@ def test_error_without_problem_body() -> None:
     with PrunekitClient("http://x.invalid", transport=transport) as c, pytest.raises(RequestError) as info:
         c.get_job("job_1")
     assert info.value.status == 418 and "teapot" in str(info.value)
+
+
+def test_error_with_a_foreign_json_body() -> None:
+    # A proxy's or framework's own error JSON is not a problem+json body: the status's defaults fill the gaps.
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    transport = httpx.MockTransport(handler)
+    with PrunekitClient("http://x.invalid", transport=transport) as c, pytest.raises(NotFoundError) as info:
+        c.get_job("job_1")
+    assert info.value.code == "not_found" and info.value.detail == "Not Found"
+    assert info.value.problem is not None and info.value.problem.status == 404
+
+
+def test_problem_body_is_parsed_with_the_api_model(client: PrunekitClient, api: FakeApi) -> None:
+    with pytest.raises(NotFoundError) as info:
+        client.get_job("job_missing")
+    problem = info.value.problem
+    assert problem is not None and problem.instance == "/v1/jobs/job_missing"
+    assert problem.type == "https://prunekit.dev/problems/not_found"
+
+
+def test_a_body_that_is_not_a_job_is_a_server_error() -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"id": "job_1", "status": "exploded"})
+
+    transport = httpx.MockTransport(handler)
+    with PrunekitClient("http://x.invalid", transport=transport) as c, pytest.raises(ServerError) as info:
+        c.get_job("job_1")
+    assert info.value.code == "bad_response" and "Job" in info.value.detail
+
+
+def test_links_are_relative_like_the_real_server(client: PrunekitClient, api: FakeApi) -> None:
+    job_id = api.add_job(Plan(outcome="succeeded", steps=0))
+    job = client.wait(job_id, poll_interval=0.01)
+    assert job.links.self == f"/v1/jobs/{job_id}"
+    assert job.links.artifact == f"/v1/jobs/{job_id}/artifact"
+    assert job.links.report_html == f"/v1/jobs/{job_id}/report.html"

@@ -3,8 +3,9 @@
 - the API (`service`) never loads torch, so it never loads a model;
 - the engine (`worker.engine`) is a plain library: no FastAPI, Celery or SQLAlchemy;
 - the spec (`prunekit.spec`) is torch-free and server-free (the client's own rules are in tests/client);
-- `service` and `worker` do not import each other. Today's crossings are listed below and may only shrink: a new
-  one fails, and so does a listed one that is gone (remove it from the list, so it cannot come back).
+- `service` (FastAPI) and `worker` (Celery tasks) never import each other: both use the job store `jobstore`;
+- `jobstore` imports neither of them, nor FastAPI, nor torch; the engine never imports `jobstore`.
+(docs/design/architecture.md draws these rules.)
 """
 
 from __future__ import annotations
@@ -20,14 +21,21 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 SERVER_STACK = ("fastapi", "starlette", "celery", "sqlalchemy", "alembic", "redis", "boto3")
 
-# Known crossings between service/ and worker/ (issue 9 removes them with a shared job store).
-KNOWN_CROSSINGS = {
-    "service": {"service/core/broker.py", "service/ops/metrics.py"},
-    "worker": {
-        "worker/celery_app.py", "worker/leftovers.py", "worker/main.py", "worker/runner.py", "worker/sweeper.py",
-        "worker/sweeps.py", "worker/tasks.py",
-    },
-}  # fmt: skip
+# Which top-level packages each package may never import (checked on the source, imports inside functions too).
+FORBIDDEN = {
+    "service": {"worker", "torch", "torchvision"},
+    "worker": {"service", "fastapi", "starlette"},
+    "jobstore": {"service", "worker", "fastapi", "starlette", "torch", "torchvision"},
+    "worker/engine": {"service", "jobstore", *SERVER_STACK},
+    "prunekit/spec": {"service", "worker", "jobstore", "torch", *SERVER_STACK},
+    "prunekit/client": {"service", "worker", "jobstore", "torch", *SERVER_STACK},
+    # The local CLI runs the engine in-process (`prunekit run`), never the server's parts.
+    "prunekit/cli": {"service", "jobstore", *SERVER_STACK},
+}
+JOBSTORE_MODULES = (
+    "jobstore.lifecycle, jobstore.queue, jobstore.broker, jobstore.views, jobstore.storage, jobstore.storage.s3, "
+    "jobstore.webhooks.delivery, jobstore.repositories.files, jobstore.repositories.trials"
+)
 
 
 def _loaded_after(statement: str, candidates: tuple[str, ...]) -> list[str]:
@@ -59,7 +67,7 @@ def crossings(package: str, other: str, root: Path = ROOT) -> set[str]:
 
 
 def test_the_api_never_loads_torch() -> None:
-    statement = "from service.app import create_app\nfrom service.core.config import Settings\ncreate_app(Settings())"
+    statement = "from service.app import create_app\nfrom jobstore.settings import Settings\ncreate_app(Settings())"
     assert _loaded_after(statement, ("torch", "torchvision", "numpy.linalg._umath_linalg_torch")) == []
 
 
@@ -72,11 +80,14 @@ def test_the_spec_is_torch_free_and_server_free() -> None:
     assert _loaded_after("import prunekit.spec, prunekit.spec.report", ("torch", *SERVER_STACK)) == []
 
 
-@pytest.mark.parametrize(("package", "other"), [("service", "worker"), ("worker", "service")])
-def test_service_and_worker_crossings_only_shrink(package: str, other: str) -> None:
-    found = crossings(package, other)
-    assert found - KNOWN_CROSSINGS[package] == set(), f"new imports of {other} from {package}"
-    assert KNOWN_CROSSINGS[package] - found == set(), "a crossing is gone: remove it from KNOWN_CROSSINGS"
+def test_the_job_store_loads_neither_torch_nor_fastapi() -> None:
+    assert _loaded_after(f"import {JOBSTORE_MODULES}", ("torch", "fastapi", "starlette", "service", "worker")) == []
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_no_package_imports_what_it_must_not(package: str) -> None:
+    for other in sorted(FORBIDDEN[package]):
+        assert crossings(package, other) == set(), f"{package} imports {other}"
 
 
 def test_the_crossing_check_sees_a_deliberate_violation(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import jsonschema
 import pytest
 import yaml
 
-from service.core.config import Settings
+from jobstore.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = Path(__file__).with_name("compose_spec.json")
@@ -127,6 +127,17 @@ def test_dockerfile_copies_what_exists_and_is_not_ignored(dockerfile: str) -> No
         assert (ROOT / src).exists(), f"COPY {src}: no such path"
         assert src.split("/")[0].rstrip("/") not in ignored, f"COPY {src}: excluded by .dockerignore"
     assert "USER prunekit" in dockerfile  # jobs never run as root in the image
+
+
+def test_dockerfile_installs_every_package_the_project_ships(dockerfile: str) -> None:
+    import tomllib
+
+    includes = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]["include"]
+    packages = sorted(p.rstrip("*") for p in includes)
+    copied = {line.split()[1].rstrip("/") for line in dockerfile.splitlines() if line.startswith("COPY ")}
+    for package in packages:
+        assert package in copied, f"the Dockerfile does not COPY {package}/"
+        assert f"{package}/__init__.py" in dockerfile, f"the dependency layer does not stub {package}/"
 
 
 def test_healthchecks_probe_routes_the_api_serves(compose: dict[str, Any], dockerfile: str) -> None:

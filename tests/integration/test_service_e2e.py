@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from service.webhooks.signing import verify
+from jobstore.webhooks.signing import verify
 from tests.integration.conftest import WEBHOOK_SECRET, Stack
 from tests.support.digits import accuracy
 

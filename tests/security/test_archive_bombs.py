@@ -71,7 +71,7 @@ def test_the_torchscript_scanner_never_inflates_a_huge_code_entry(bombs: dict[st
 
 
 def test_the_sandbox_memory_cap_is_a_setting(monkeypatch: pytest.MonkeyPatch) -> None:
-    from service.core.config import Settings
+    from jobstore.settings import Settings
     from worker.engine.api import default_limits
 
     monkeypatch.setenv("PRUNEKIT_SANDBOX_MEMORY_BYTES", str(512 * MiB))

@@ -15,11 +15,11 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
+from jobstore.db import make_engine, run_migrations, utcnow
+from jobstore.repositories import jobs as jobs_repo
+from jobstore.settings import Settings
 from service.app import create_app
-from service.core.config import Settings
-from service.core.db import make_engine, run_migrations, utcnow
 from service.core.state import AppState
-from service.jobs import repository as jobs_repo
 from tests.service.support import MotoS3, create_pg_database, drop_pg_database
 
 KEY_A, KEY_B = "key-alice-" + secrets.token_hex(4), "key-bob-" + secrets.token_hex(4)

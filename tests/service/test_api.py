@@ -207,8 +207,8 @@ def test_cancel_and_delete_rules(client: TestClient, state: AppState) -> None:
     running = submit(client)
     from datetime import timedelta
 
-    from service.core.db import utcnow
-    from service.jobs import repository
+    from jobstore.db import utcnow
+    from jobstore.repositories import jobs as repository
 
     with state.db.session() as s:
         assert repository.claim(s, running["id"], "tok", utcnow(), timedelta(seconds=30), 3)
@@ -293,7 +293,7 @@ def test_artifact_ranges_etag_and_report(client: TestClient, state: AppState) ->
 
 def test_events_after(client: TestClient, state: AppState) -> None:
     job = submit(client)
-    from service.jobs import repository
+    from jobstore.repositories import jobs as repository
 
     with state.db.session() as s:
         for epoch in range(3):
@@ -434,9 +434,9 @@ def test_webhook_url_with_a_bad_port_or_host_is_422(client: TestClient) -> None:
 def test_api_key_names_longer_than_the_owner_column_fail_at_start_up(settings, monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import SecretStr, ValidationError
 
+    from jobstore.models import FileRecord, JobRecord
+    from jobstore.settings import OWNER_MAX_LENGTH, Settings
     from service.app import create_app
-    from service.core.config import OWNER_MAX_LENGTH, Settings
-    from service.core.models import FileRecord, JobRecord
     from service.main import app_factory
 
     assert FileRecord.__table__.c.owner.type.length == JobRecord.__table__.c.owner.type.length == OWNER_MAX_LENGTH

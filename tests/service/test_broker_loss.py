@@ -7,12 +7,13 @@ from datetime import timedelta
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.core.db import utcnow
-from service.core.models import JobEvent, JobRecord
+from jobstore.db import utcnow
+from jobstore.models import JobEvent, JobRecord
+from jobstore.repositories import jobs as repo
 from service.core.state import AppState
-from service.jobs import repository as repo
 from tests.service.conftest import submit
-from worker.runner import WorkerContext, execute_job
+from worker.context import WorkerContext
+from worker.runner import execute_job
 from worker.sweeper import sweep_once
 
 LONG_AGO = timedelta(minutes=30)  # beyond the default requeue_stale_after and webhook patience

@@ -8,10 +8,10 @@ from typing import Any
 
 from fastapi.testclient import TestClient
 
-from service.core.db import utcnow
+from jobstore.db import utcnow
+from jobstore.repositories import jobs as repo
 from service.core.errors import InvalidState
 from service.core.state import AppState
-from service.jobs import repository as repo
 from service.jobs import service
 from tests.service.conftest import submit
 
@@ -21,7 +21,7 @@ RESULT: dict[str, Any] = {
     "artifact_name": "model.pt",
     "report_key": "jobs/x/a1/report.json",
     "gate_status": "passed",
-    "gates": [{"metric": "accuracy", "ok": True}],
+    "gates": [{"name": "accuracy", "value": 0.9, "threshold": 0.8, "comparison": ">=", "passed": True, "reason": ""}],
     "percent": 100.0,
 }
 

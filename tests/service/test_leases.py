@@ -6,11 +6,12 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from service.core.db import utcnow
+from jobstore.db import utcnow
+from jobstore.repositories import jobs as repo
 from service.core.state import AppState
-from service.jobs import repository as repo
 from tests.service.conftest import submit
-from worker.runner import WorkerContext, execute_job
+from worker.context import WorkerContext
+from worker.runner import execute_job
 from worker.sweeper import sweep_once
 
 LEASE = timedelta(seconds=30)

@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from jobstore.settings import Settings
 from prunekit.spec.job import JobSpec
 from service.app import create_app
-from service.core.config import Settings
 from service.core.errors import PROBLEM_MEDIA_TYPE
 
 PROBLEM_REF = "#/components/schemas/Problem"

@@ -8,13 +8,15 @@ from datetime import timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from service.core.db import utcnow
+from jobstore.db import utcnow
+from jobstore.repositories import jobs as repo
 from service.core.state import AppState
-from service.jobs import repository as repo
 from tests.service.conftest import submit
+from worker.context import WorkerContext
 from worker.engine.errors import JobCanceledError
 from worker.engine.progress import ProgressEvent
-from worker.runner import LeaseKeeper, LeaseLost, ProgressWriter, WorkerContext
+from worker.leases import LeaseKeeper, LeaseLost
+from worker.progress_writer import ProgressWriter
 
 
 def _running(client: TestClient, state: AppState, settings_update: dict | None = None) -> tuple[str, WorkerContext]:

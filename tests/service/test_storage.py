@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from service.storage import ObjectMissing, Storage
-from service.storage.local import LocalStorage
-from service.storage.s3 import S3Storage
+from jobstore.storage import ObjectMissing, Storage
+from jobstore.storage.local import LocalStorage
+from jobstore.storage.s3 import S3Storage
 from tests.service.support import MotoS3
 
 

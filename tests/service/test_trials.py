@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from service.core.db import utcnow
+from jobstore.db import utcnow
+from jobstore.repositories import jobs as repo
+from jobstore.repositories import trials as trials
 from service.core.state import AppState
-from service.jobs import repository as repo
-from service.jobs import trials_repository as trials
 from tests.service.conftest import submit
 
 LEASE = timedelta(seconds=30)

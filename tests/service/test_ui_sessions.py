@@ -10,9 +10,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
 
+from jobstore.settings import Settings
 from service.app import create_app
 from service.core.auth import KeyRing, Principal
-from service.core.config import Settings
 from service.core.deps import SESSION_COOKIE
 from service.core.errors import Unauthorized
 from service.core.state import AppState

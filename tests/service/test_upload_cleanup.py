@@ -9,8 +9,8 @@ from pathlib import Path
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.core.config import Settings
-from service.storage.cleanup import clean_upload_parts, remove_stale_parts
+from jobstore.settings import Settings
+from jobstore.storage.cleanup import clean_upload_parts, remove_stale_parts
 
 HOUR = 3600.0
 

@@ -11,13 +11,13 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
-from service.core.config import Settings
-from service.core.models import JobRecord
+from jobstore.models import JobRecord
+from jobstore.repositories import jobs as repo
+from jobstore.settings import Settings
+from jobstore.webhooks.delivery import deliver
+from jobstore.webhooks.policy import WebhookRefused, check_url, resolve_target
+from jobstore.webhooks.signing import sign, verify
 from service.core.state import AppState
-from service.jobs import repository as repo
-from service.webhooks.delivery import deliver
-from service.webhooks.policy import WebhookRefused, check_url, resolve_target
-from service.webhooks.signing import sign, verify
 from tests.service.conftest import WEBHOOK_SECRET, submit
 
 

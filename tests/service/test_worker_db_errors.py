@@ -10,20 +10,25 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
 
-from service.core.db import utcnow
-from service.core.models import JobRecord
+from jobstore.db import utcnow
+from jobstore.models import JobRecord
+from jobstore.repositories import jobs as repo
 from service.core.state import AppState
-from service.jobs import repository as repo
 from tests.service.conftest import submit
 from worker import runner
+from worker.context import WorkerContext
 from worker.engine.progress import ProgressEvent
+from worker.finishing import end_job
 from worker.heartbeat import is_transient
+from worker.leases import LeaseKeeper
+from worker.outcomes import internal_error_message
+from worker.progress_writer import ProgressWriter
 
 LEASE = timedelta(seconds=30)
 
 
-def _ctx(state: AppState) -> runner.WorkerContext:
-    return runner.WorkerContext(state.settings, state.db, state.storage, state.broker)
+def _ctx(state: AppState) -> WorkerContext:
+    return WorkerContext(state.settings, state.db, state.storage, state.broker)
 
 
 def _dropped(token: str = "t") -> OperationalError:
@@ -32,11 +37,11 @@ def _dropped(token: str = "t") -> OperationalError:
     )
 
 
-def _claimed(client: TestClient, state: AppState, token: str = "w1") -> tuple[str, runner.LeaseKeeper]:
+def _claimed(client: TestClient, state: AppState, token: str = "w1") -> tuple[str, LeaseKeeper]:
     job_id: str = submit(client)["id"]
     with state.db.session() as s:
         assert repo.claim(s, job_id, token, utcnow(), LEASE, 3)
-    return job_id, runner.LeaseKeeper(_ctx(state), job_id, token)
+    return job_id, LeaseKeeper(_ctx(state), job_id, token)
 
 
 def _row(state: AppState, job_id: str) -> JobRecord:
@@ -71,7 +76,7 @@ def test_an_internal_error_shows_neither_sql_nor_the_lease_token(
     assert runner.execute_job(_ctx(state), job_id) == "failed"
     job = client.get(f"/v1/jobs/{job_id}").json()
     assert job["status"] == "failed" and job["error"]["code"] == "internal_error"
-    assert job["error"]["message"] == runner.internal_error_message(job_id)
+    assert job["error"]["message"] == internal_error_message(job_id)
     shown = job["error"]["message"] + " ".join(_messages(client, job_id))
     assert seen["token"] not in shown and "SELECT" not in shown and "lease_token" not in shown
 
@@ -80,7 +85,7 @@ def test_progress_outlives_a_dropped_connection(
     client: TestClient, state: AppState, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     job_id, keeper = _claimed(client, state)
-    writer = runner.ProgressWriter(_ctx(state), job_id, "w1", keeper)
+    writer = ProgressWriter(_ctx(state), job_id, "w1", keeper)
     real, calls = repo.set_progress, []
 
     def flaky(*args: Any, **kwargs: Any) -> bool:
@@ -114,7 +119,7 @@ def test_a_finish_retries_and_recognises_its_own_lost_commit(
         return real(session, *args, **kwargs)
 
     monkeypatch.setattr(repo, "finish", committed_then_dropped)
-    assert runner._end(keeper, "failed", "failed: x", error_code="x", error_message="the x failed")
+    assert end_job(keeper, "failed", "failed: x", error_code="x", error_message="the x failed")
     assert len(calls) == 2
     row = _row(state, job_id)
     assert row.status == "failed" and row.error_message == "the x failed"
@@ -131,5 +136,5 @@ def test_a_finish_gives_up_when_the_lease_runs_out(
     monkeypatch.setattr(repo, "finish", down)
     monkeypatch.setattr(keeper, "deadline", lambda: 0.0)  # the lease is already over
     with pytest.raises(OperationalError):
-        runner._end(keeper, "failed", "failed: x", error_code="x", error_message="m")
+        end_job(keeper, "failed", "failed: x", error_code="x", error_message="m")
     assert _row(state, job_id).status == "running"  # left to lease expiry and the sweeper

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from service.core.config import Settings
+from jobstore.settings import Settings
+from worker.context import WorkerContext
 from worker.leftovers import remove_stale_sandboxes, sandbox_max_age
-from worker.runner import WorkerContext
 from worker.sweeper import clean_leftovers
 
 HOUR = 3600.0

@@ -9,6 +9,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
+from prunekit.reporting.html import render_report_html
 from prunekit.spec import JobSpec
 from worker.engine.api import JobInputs, run_job
 from worker.engine.errors import UnsupportedError
@@ -42,7 +43,11 @@ def test_structural_job(tiny_resnet_state: Path, digits_npz: Path, tmp_path: Pat
     report = out.report
     assert report.output_format == "torchscript" and out.artifact_path is not None
     assert report.size_after.params_total < 0.5 * report.size_before.params_total
-    assert report.extra["structural"]["macs_after"] < report.extra["structural"]["macs_before"]
+    assert report.structural is not None
+    assert report.structural.macs_after < report.structural.macs_before
+    assert report.structural.sidecar_files == ["model.state.safetensors", "model.widths.json"]
+    assert "structural" not in report.extra  # typed field only
+    assert 'id="structural"' in render_report_html(report.model_dump(mode="json"))
     assert report.extra["onnx"]["passed"] is True
 
     # The artifact loads with plain torch; the sidecar state-dict + widths rebuild the same model.

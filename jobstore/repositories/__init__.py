@@ -1,0 +1,1 @@
+"""SQL for files, jobs and trials: one module per table group."""

@@ -1,0 +1,90 @@
+"""Mask strategies (magnitude, random, channel, nm, ...): zero weights by keep-masks, while fine-tuning or not."""
+
+from __future__ import annotations
+
+from prunekit.spec import FinetuneSpec, MaskPruningSpec, PruningSpec
+from worker.engine.errors import InvalidSpecError
+from worker.engine.job_state import JobState
+from worker.engine.measure import Measurement
+from worker.engine.models.handle import LoadedModel
+from worker.engine.pruning import PruneTarget, select_targets
+from worker.engine.strategies.base import PruneOutcome, PruningStrategy, report_epoch
+from worker.engine.training.finetune import FinetuneResult
+from worker.engine.training.masking import MaskController
+from worker.engine.training.phases import PhaseInputs, prune_and_recover, recovery_spec, regularize_phase, renumber
+
+
+class MaskStrategy(PruningStrategy):
+    """Any method registered in ``worker.engine.pruning.registry``: the masks differ, the training plan does not."""
+
+    def __init__(self, cfg: MaskPruningSpec) -> None:
+        self.cfg = cfg
+
+    @classmethod
+    def for_spec(cls, cfg: PruningSpec) -> MaskStrategy:
+        """The strategy of a mask-method config."""
+        if not isinstance(cfg, MaskPruningSpec):
+            raise InvalidSpecError(f"pruning method {cfg.method!r} is not a mask method")
+        return cls(cfg)
+
+    @property
+    def target_sparsity(self) -> float:
+        return self.cfg.sparsity
+
+    def prune(self, state: JobState, model: LoadedModel, teacher: Measurement) -> PruneOutcome:
+        """Prune once without data or epochs; otherwise (regularize, then) prune while fine-tuning."""
+        targets = select_targets(model.module, self.cfg)
+        names = [t.name for t in targets]
+        ft = state.spec.finetune
+        if state.data is None or (ft.epochs == 0 and ft.regularize_epochs == 0):
+            if state.data is None and (ft.epochs or ft.regularize_epochs):
+                state.notes.append("no data was given: pruned without fine-tuning; accuracy was not measured")
+            with state.stage("prune"):
+                masks = MaskController(model.module, targets, self.cfg, 0, 1, state.spec.seed)
+                masks.start()
+                masks.finish()
+            return PruneOutcome(FinetuneResult(), names)
+        return PruneOutcome(self._finetune(state, model, teacher, targets), names)
+
+    def _finetune(
+        self, state: JobState, model: LoadedModel, teacher: Measurement, targets: list[PruneTarget]
+    ) -> FinetuneResult:
+        assert state.data is not None
+        ft = self._batch_spec(state, model)
+        if not state.data.labelled and ft.regularizers.distillation is None:
+            state.notes.append("unlabelled data: fine-tuned by distillation from the original model only")
+        inp = PhaseInputs(
+            model=model,
+            data=state.data,
+            targets=targets,
+            cfg=self.cfg,
+            teacher_train_logits=teacher.train_logits,
+            teacher_val_logits=teacher.val_logits,
+            device=state.device,
+            seed=state.spec.seed,
+            eval_batch_size=state.spec.evaluation.batch_size,
+        )
+        total = ft.regularize_epochs + ft.epochs
+        first = FinetuneResult()
+        with state.stage("finetune"):
+            if ft.regularize_epochs:
+                first = regularize_phase(inp, ft, lambda r, _: report_epoch(state, r, r.epoch / total))
+                state.notes.append(f"regularize-then-prune: {ft.regularize_epochs} regularized epochs before pruning")
+            done = ft.regularize_epochs
+            result = prune_and_recover(
+                inp, recovery_spec(ft), lambda r, _: report_epoch(state, r, (done + r.epoch) / total)
+            )
+        result.history = renumber(first.history, result.history)
+        state.notes.extend([*first.notes, *result.notes])
+        return result
+
+    @staticmethod
+    def _batch_spec(state: JobState, model: LoadedModel) -> FinetuneSpec:
+        """The fine-tuning spec, with the batch size an exported program's static shape forces."""
+        ft = state.spec.finetune
+        if model.fixed_batch_size and ft.batch_size != model.fixed_batch_size:
+            state.notes.append(
+                f"the exported program has a static batch size: trained with batches of {model.fixed_batch_size}"
+            )
+            ft = ft.model_copy(update={"batch_size": model.fixed_batch_size})
+        return ft

@@ -1,0 +1,155 @@
+"""Structural strategy: remove channels physically, then recover by fine-tuning; rebuildable sidecar files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from prunekit.spec import FinetuneSpec, PruningSpec, StructuralPruning
+from prunekit.spec.job import LatencySpec
+from prunekit.spec.report import Report, StructuralReport
+from worker.engine.data import Dataset
+from worker.engine.errors import InvalidSpecError
+from worker.engine.evaluation.latency import measure_latency
+from worker.engine.job_state import JobState
+from worker.engine.measure import Measurement
+from worker.engine.models.handle import LoadedModel
+from worker.engine.strategies.base import PruneOutcome, PruningStrategy, default_output_format, report_epoch
+from worker.engine.structural import GradientFn, LatencyFn, Widths, prune_structurally
+from worker.engine.training.finetune import EpochCallback, FinetuneResult, TrainContext, finetune
+from worker.engine.training.masking import NoMasks
+from worker.engine.training.regularizers import RegularizedLoss
+
+TAYLOR_BATCHES = 8
+
+
+class StructuralStrategy(PruningStrategy):
+    """``method: structural``: a physically smaller model, with its widths in ``report.structural``."""
+
+    def __init__(self, cfg: StructuralPruning) -> None:
+        self.cfg = cfg
+        self.section: StructuralReport | None = None  # set by prune, completed by write_sidecars
+
+    @classmethod
+    def for_spec(cls, cfg: PruningSpec) -> StructuralStrategy:
+        """The strategy of a structural config."""
+        if not isinstance(cfg, StructuralPruning):
+            raise InvalidSpecError(f"pruning method {cfg.method!r} is not structural")
+        return cls(cfg)
+
+    @property
+    def target_sparsity(self) -> float:
+        return self.cfg.channel_sparsity
+
+    def output_format(self, model: LoadedModel, requested: str) -> str:
+        """A state-dict input is saved as TorchScript: the architecture's own constructor builds full widths."""
+        if model.format == "state_dict" and requested in ("same", "state_dict"):
+            # A dense smaller model needs a self-describing format; write_sidecars adds the state-dict and widths.
+            return "torchscript"
+        return default_output_format(model, requested)
+
+    def prune(self, state: JobState, model: LoadedModel, teacher: Measurement) -> PruneOutcome:
+        """Remove channels (stage 'prune'), then fine-tune the smaller model when there is data."""
+        assert state.sample is not None
+        with state.stage("prune", "removing channels"):
+            result, self.section = remove_and_recover(
+                model, self.cfg, state, teacher, lambda r, f: report_epoch(state, r, f)
+            )
+        state.notes.append(
+            "structural pruning: channels removed physically; "
+            f"MACs {self.section.macs_before} -> {self.section.macs_after}"
+        )
+        return PruneOutcome(result, [])  # no parameter is a mask target: sparsity stats count none
+
+    def write_sidecars(self, model: LoadedModel, out_dir: Path) -> None:
+        """The state-dict and widths that rebuild the registered architecture (if the model has one)."""
+        assert self.section is not None, "prune runs before write_sidecars"
+        self.section.sidecar_files = write_state_dict_sidecar(model, out_dir, self.section.widths)
+
+    def fill_report(self, report: Report) -> None:
+        report.structural = self.section
+
+
+def gradient_fn(data: Dataset, batch_size: int, device: torch.device) -> GradientFn:
+    """Forward+backward over a few labelled batches, for gradient-based importance (first-order Taylor)."""
+
+    def run(module: torch.nn.Module) -> None:
+        x, y = data.x_train, data.y_train
+        if y is None:
+            return
+        for start in range(0, min(len(x), TAYLOR_BATCHES * batch_size), batch_size):
+            out = module(x[start : start + batch_size].to(device))
+            torch.nn.functional.cross_entropy(out, y[start : start + batch_size].to(device)).backward()
+
+    return run
+
+
+def latency_fn(sample: torch.Tensor, spec: LatencySpec, device: torch.device) -> LatencyFn:
+    """Median latency in seconds, measured the way the report measures it (for latency budgets)."""
+
+    def run(module: torch.nn.Module) -> float:
+        return measure_latency(module, sample.to(device), spec, device).median_ms / 1000.0
+
+    return run
+
+
+def remove_and_recover(
+    model: LoadedModel,
+    cfg: StructuralPruning,
+    state: JobState,
+    teacher: Measurement,
+    on_epoch: EpochCallback,
+) -> tuple[FinetuneResult, StructuralReport]:
+    """Replace model.module by its structurally pruned copy, then fine-tune it (without data: no epochs)."""
+    assert state.sample is not None
+    device, data = state.device, state.data
+    ft = state.spec.finetune if data is not None else state.spec.finetune.model_copy(update={"epochs": 0})
+    data_fn = gradient_fn(data, ft.batch_size, device) if data is not None and data.labelled else None
+    pruned = prune_structurally(
+        model.module,
+        cfg,
+        state.sample.to(device),
+        data_fn,
+        latency_fn(state.sample, state.spec.evaluation.latency, device),
+    )
+    model.module = pruned.module.to(device)
+    section = StructuralReport.model_validate(pruned.to_dict())
+    if data is None or ft.epochs == 0:
+        return FinetuneResult(), section
+    return _recover(model, data, state, teacher, ft, on_epoch), section
+
+
+def _recover(
+    model: LoadedModel, data: Dataset, state: JobState, teacher: Measurement, ft: FinetuneSpec, on_epoch: EpochCallback
+) -> FinetuneResult:
+    # Nothing is masked: the removed channels are gone, so fine-tuning only recovers accuracy.
+    loss = RegularizedLoss(ft.regularizers, [], [], data.labelled)
+    ctx = TrainContext(
+        model=model,
+        data=data,
+        masks=NoMasks(),
+        loss=loss,
+        teacher_train_logits=teacher.train_logits if loss.needs_teacher else None,
+        teacher_val_logits=teacher.val_logits if loss.needs_teacher else None,
+        device=state.device,
+        amp=state.device.type == "cuda",
+        seed=state.spec.seed,
+        eval_batch_size=state.spec.evaluation.batch_size,
+    )
+    return finetune(ctx, ft, on_epoch)
+
+
+def write_state_dict_sidecar(model: LoadedModel, out_dir: Path, widths: Widths) -> list[str]:
+    """A state-dict plus the new layer widths, from which the registered architecture can be rebuilt."""
+    if model.architecture is None:
+        return []
+    weights = out_dir / "model.state.safetensors"
+    save_file({k: v.detach().cpu().contiguous() for k, v in model.module.state_dict().items()}, str(weights))
+    meta = out_dir / "model.widths.json"
+    meta.write_text(
+        json.dumps({"architecture": model.architecture, "kwargs": model.arch_kwargs, "widths": widths}, indent=2)
+    )
+    return [weights.name, meta.name]
