@@ -130,3 +130,13 @@ class JobTrial(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class WebhookSecretRecord(Base):
+    """Which generation of its signing secret an API key uses (the secret itself is derived, never stored)."""
+
+    __tablename__ = "webhook_secrets"
+
+    owner: Mapped[str] = mapped_column(String(OWNER_MAX_LENGTH), primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -110,7 +110,14 @@ class Settings(BaseSettings):
 
     # Webhooks
     webhook_allowed_hosts: Annotated[list[str], NoDecode] = Field(default_factory=list)
-    webhook_secret: SecretStr | None = Field(default=None, description="Standard Webhooks secret, 'whsec_<base64>'.")
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="Master secret ('whsec_<base64>') from which each API key's own webhook secret is derived.",
+    )
+    webhook_rotation_grace: float = Field(
+        default=86400.0, ge=0, description="Seconds after a rotation during which the previous secret also signs."
+    )
+    webhook_timestamp_tolerance: int = Field(default=300, ge=1, description="Seconds a receiver accepts.")
     webhook_timeout: float = 5.0
     webhook_max_attempts: int = Field(default=6, ge=1)
     webhook_backoff_seconds: float = Field(default=2.0, gt=0)

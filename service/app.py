@@ -23,12 +23,14 @@ from prunekit.spec.job import JobSpec
 from service.core.auth import KeyRing
 from service.core.deps import SESSION_COOKIE
 from service.core.errors import COMMON_PROBLEMS, install_problem_handlers
+from service.core.security_headers import SecurityHeaders
 from service.core.state import AppState
 from service.files.router import router as files_router
 from service.jobs.router import router as jobs_router
 from service.ops.metrics import JobStoreCollector, build_registry
 from service.ops.router import router as ops_router
 from service.ui.router import router as ui_router
+from service.webhooks.router import router as webhooks_router
 
 log = logging.getLogger(__name__)
 
@@ -154,5 +156,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(jobs_router)
     app.include_router(ops_router)
     app.include_router(ui_router)
+    app.include_router(webhooks_router)
     app.add_middleware(RequestMetrics, counter=requests)
+    app.add_middleware(SecurityHeaders)
     return app

@@ -9,10 +9,13 @@ from typing import Any
 from celery import Celery, Task, shared_task, signals
 
 from jobstore.broker import Broker
+from jobstore.db import utcnow
 from jobstore.queue import RUN_JOB_TASK, RUN_TRIAL_TASK, WEBHOOK_TASK
 from jobstore.repositories import jobs as jobs_repo
+from jobstore.repositories import webhook_secrets
 from jobstore.settings import Settings
 from jobstore.webhooks.delivery import deliver
+from jobstore.webhooks.secrets import signing_secrets
 from prunekit.spec.api import EventKind, WebhookState
 from worker.context import WorkerContext, make_context
 from worker.runner import DatabaseUnavailable, execute_job
@@ -74,8 +77,9 @@ def deliver_webhook_task(self: Task, job_id: str) -> str:
         job = jobs_repo.get_job_any(s, job_id)
         if job is None or not job.webhook_url:
             return "no_webhook"
+        secrets = signing_secrets(ctx.settings, webhook_secrets.get(s, job.owner), utcnow())
     attempt = self.request.retries + 1
-    result = deliver(ctx.settings, job)
+    result = deliver(ctx.settings, job, secrets)
     with ctx.db.session() as s:
         if result.ok:
             jobs_repo.set_webhook_state(s, job_id, WebhookState.DELIVERED)

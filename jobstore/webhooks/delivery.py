@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -14,6 +15,7 @@ from jobstore.models import JobRecord
 from jobstore.settings import Settings
 from jobstore.views import job_view
 from jobstore.webhooks.policy import WebhookRefused, resolve_target
+from jobstore.webhooks.secrets import NO_SECRET
 from jobstore.webhooks.signing import sign
 
 
@@ -33,11 +35,13 @@ def payload(job: JobRecord) -> bytes:
     return json.dumps(body, separators=(",", ":")).encode()
 
 
-def deliver(settings: Settings, job: JobRecord) -> DeliveryResult:
-    """POST the job's terminal state to its webhook URL once."""
+def deliver(settings: Settings, job: JobRecord, secrets: Sequence[str]) -> DeliveryResult:
+    """POST the job's terminal state to its webhook URL once, signed with each of the key's `secrets`."""
     assert job.webhook_url is not None
     if settings.webhook_secret is None:
         return DeliveryResult(False, False, "webhooks are disabled on this server (no PRUNEKIT_WEBHOOK_SECRET)")
+    if not secrets:
+        return DeliveryResult(False, False, NO_SECRET)
     try:
         host, ip = resolve_target(job.webhook_url, settings)
     except WebhookRefused as exc:
@@ -55,7 +59,7 @@ def deliver(settings: Settings, job: JobRecord) -> DeliveryResult:
         "host": parts.netloc.rsplit("@", 1)[-1],
         "webhook-id": msg_id,
         "webhook-timestamp": str(ts),
-        "webhook-signature": sign(settings.webhook_secret.get_secret_value(), msg_id, ts, body),
+        "webhook-signature": " ".join(sign(secret, msg_id, ts, body) for secret in secrets),
         "user-agent": "prunekit-webhooks/1",
     }
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}

@@ -21,7 +21,11 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def verify(secret: str, msg_id: str, timestamp: int, body: bytes, header: str) -> bool:
-    """Check a webhook-signature header (space-separated list of signatures)."""
+def verify(
+    secret: str, msg_id: str, timestamp: int, body: bytes, header: str, now: int | None = None, tolerance: int = 300
+) -> bool:
+    """Check a webhook-signature header (space-separated signatures) and that the timestamp is within tolerance."""
+    if now is not None and abs(now - timestamp) > tolerance:
+        return False  # a replayed or badly delayed message
     expected = sign(secret, msg_id, timestamp, body)
     return any(hmac.compare_digest(expected, candidate) for candidate in header.split())

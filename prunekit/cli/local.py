@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
 
 from prunekit.cli.exit_codes import ExitCode
@@ -41,9 +42,9 @@ def spec_validate(path: Annotated[Path, typer.Argument(help="Spec file (YAML or 
 
 def _print_spec_errors(exc: SpecError) -> None:
     if not exc.errors:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {escape(str(exc))}")
     for e in exc.errors:
-        err.print(f"[red]invalid spec[/] at [bold]{e['loc'] or '<root>'}[/]: {e['msg']}")
+        err.print(f"[red]invalid spec[/] at [bold]{escape(str(e['loc'] or '<root>'))}[/]: {escape(str(e['msg']))}")
 
 
 class _StageBar:
@@ -75,14 +76,14 @@ class _StageBar:
         if self.live:
             self.progress.update(self.task, completed=event.percent, description=event.stage)
             if event.metrics.get("epoch") is not None:
-                self.console.print(_epoch_line(event.metrics))
+                self.console.print(escape(_epoch_line(event.metrics)))
             return
         if event.metrics.get("epoch") is not None:
-            line = f"[{event.percent:5.1f}%] {event.stage}: {_epoch_line(event.metrics)}"
+            line = escape(f"[{event.percent:5.1f}%] {event.stage}: {_epoch_line(event.metrics)}")
             self.console.print(line, highlight=False, soft_wrap=True)
         elif event.stage != self.last_stage:
             self.console.print(
-                f"[{event.percent:5.1f}%] {event.stage}: {event.message}", highlight=False, soft_wrap=True
+                escape(f"[{event.percent:5.1f}%] {event.stage}: {event.message}"), highlight=False, soft_wrap=True
             )
         self.last_stage = event.stage
 
@@ -113,9 +114,17 @@ def compress(
         raise typer.Exit(ExitCode.INVALID_INPUT) from None
     for path, what in ((model, "model"), (data, "data")):
         if path is not None and not path.is_file():
-            err.print(f"[red]error:[/] {what} file not found: {path}")
+            err.print(f"[red]error:[/] {escape(_not_a_file(what, path))}")
             raise typer.Exit(ExitCode.INVALID_INPUT)
     raise typer.Exit(_run_local(model, job_spec, data, out, isolate, as_json))
+
+
+def _not_a_file(what: str, path: Path) -> str:
+    """Why ``path`` cannot be read as the model or data file."""
+    if path.is_dir():
+        kinds = "a .npz or .safetensors dataset" if what == "data" else "a TorchScript, .pt2, .safetensors or .pt model"
+        return f"{what} path {path} is a folder; give one file: {kinds}"
+    return f"{what} file not found: {path}"
 
 
 def _run_local(model: Path, job_spec: Any, data: Path | None, out: Path, isolate: bool, as_json: bool) -> int:
@@ -123,7 +132,8 @@ def _run_local(model: Path, job_spec: Any, data: Path | None, out: Path, isolate
         from worker.engine.api import JobInputs, run_job
         from worker.engine.errors import EngineError
     except ImportError as exc:
-        err.print(f"[red]error:[/] local compression needs the engine: pip install 'prunekit[engine]' ({exc})")
+        hint = escape(f"local compression needs the engine: pip install 'prunekit[engine]' ({exc})")
+        err.print(f"[red]error:[/] {hint}")
         return ExitCode.INTERNAL_ERROR
     try:
         with _StageBar(err) as bar:
@@ -131,7 +141,7 @@ def _run_local(model: Path, job_spec: Any, data: Path | None, out: Path, isolate
                 JobInputs(model_path=model, spec=job_spec, data_path=data), out, progress=bar, isolate=isolate
             )
     except EngineError as exc:
-        err.print(f"[red]job failed[/] ({exc.code}): {exc.message}")
+        err.print(f"[red]job failed[/] ({escape(exc.code)}): {escape(exc.message)}")
         return ExitCode.INVALID_INPUT if exc.code in _INPUT_ERROR_CODES else ExitCode.INTERNAL_ERROR
     report = outputs.report
     if as_json:
@@ -144,13 +154,16 @@ def _summarize(report: Any, outputs: Any) -> None:
     acc = "not measured"
     if report.before and report.after:
         acc = f"val accuracy {report.before.val.accuracy:.4f} -> {report.after.val.accuracy:.4f}"
-    err.print(f"sparsity {report.sparsity.global_sparsity:.4f} (target {report.sparsity.target_sparsity}); {acc}")
+    err.print(
+        escape(f"sparsity {report.sparsity.global_sparsity:.4f} (target {report.sparsity.target_sparsity}); {acc}")
+    )
     for gate in report.gates:
         mark = "[green]pass[/]" if gate.passed else "[red]MISSED[/]"
-        err.print(f"gate {gate.name}: {gate.value} {gate.comparison} {gate.threshold}: {mark} {gate.reason}")
-    err.print(f"artifact: {outputs.artifact_path}\nreport:   {outputs.report_path}")
+        line = escape(f"gate {gate.name}: {gate.value} {gate.comparison} {gate.threshold}: ")
+        err.print(f"{line}{mark} {escape(gate.reason)}")
+    err.print(escape(f"artifact: {outputs.artifact_path}\nreport:   {outputs.report_path}"))
     if outputs.html_path:
-        err.print(f"html:     {outputs.html_path}")
+        err.print(escape(f"html:     {outputs.html_path}"))
 
 
 def register(app: typer.Typer) -> None:

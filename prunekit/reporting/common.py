@@ -82,6 +82,15 @@ def times(value: Any, missing: str = NOT_MEASURED) -> str:
     return missing if v is None else f"{v:.2f}\u00d7"
 
 
+def speedup_note(report: Mapping[str, Any]) -> str:
+    """'torchscript vs torchscript, middle half 0.97-1.03x (within noise)' from report.speedup_stats, or ''."""
+    stats = report.get("speedup_stats")
+    if not isinstance(stats, Mapping):
+        return ""
+    spread = f"middle half {times(stats.get('low'))}-{times(stats.get('high'))}"
+    return f"{stats.get('basis', '?')}, {spread}" + (" (within noise)" if stats.get("within_noise") else "")
+
+
 def ratio_change(before: Any, after: Any) -> str:
     """Relative change after/before as '-45.0%'; empty when either side is unknown or before is 0."""
     b, a = num(before), num(after)
@@ -220,7 +229,9 @@ def headline_rows(report: Mapping[str, Any]) -> list[HeadlineRow]:
             ratio_change(get(lb, "median_ms"), get(la, "median_ms")),
         )
     )
-    rows.append(HeadlineRow("Speedup (latency before / after)", DASH, times(report.get("speedup"))))
+    note = speedup_note(report)
+    speedup = times(report.get("speedup")) + (f" ({note})" if note else "")
+    rows.append(HeadlineRow("Speedup (latency before / after)", DASH, speedup))
     fid = report.get("fidelity")
     if isinstance(fid, Mapping):
         kl = num(fid.get("kl_divergence"))

@@ -33,6 +33,7 @@ from prunekit.reporting.common import (
     overall_status,
     pct,
     pp,
+    speedup_note,
     times,
     trials,
 )
@@ -466,7 +467,7 @@ def _cards(report: Mapping[str, Any]) -> str:
             "Artifact size", human_bytes(get(sa, "artifact_bytes")), f"before {human_bytes(get(sb, 'artifact_bytes'))}"
         ),
         card("Latency (median)", ms(get(la, "median_ms")), f"before {ms(get(lb, 'median_ms'))}"),
-        card("Speedup", times(report.get("speedup")), "latency before / after"),
+        card("Speedup", times(report.get("speedup")), speedup_note(report) or "latency before / after"),
     ]
     return f'<div class="cards">{"".join(cards)}</div>'
 
@@ -558,6 +559,9 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
     parts.append(_table(["Metric", "Before", "After", "Change"], rows, num_cols=(1, 2, 3)) + "</section>")
     parts.append(f'<section id="gates"><h2>Gates</h2>{_gates_html(report)}</section>')
     parts.append(f'<section id="plots"><h2>Plots</h2>{_plots(report)}</section>')
+    from prunekit.reporting.sweep_bands import sweep_html  # late: that module uses this one's plot helpers
+
+    parts.append(sweep_html(report))  # '' unless a sweep report with grid points
     trials_html = _trials_html(report)
     if trials_html:
         parts.append(f'<section id="trials">{trials_html}</section>')

@@ -19,6 +19,37 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+InputDType = Literal["float32", "float16", "bfloat16", "int64", "int32", "bool"]
+_INT_DTYPES = ("int64", "int32")
+
+
+class InputSpec(_Strict):
+    """One named model input: its dtype and one sample's shape (without the batch dimension)."""
+
+    name: str = Field(
+        pattern=r"^[A-Za-z_][A-Za-z0-9_]*$",
+        max_length=64,
+        description="The forward argument's name, e.g. input_ids, attention_mask, token_type_ids, pixel_values. "
+        "Inputs are passed by name where the model's forward takes these names, else positionally in this order.",
+    )
+    shape: list[Annotated[int, Field(ge=1)]] = Field(
+        min_length=1, max_length=6, description="One sample's shape without the batch dimension, e.g. [128]."
+    )
+    dtype: InputDType = "float32"
+    low: int | None = Field(None, description="Integer inputs without data: random values from [low, high); default 0.")
+    high: int | None = Field(
+        None, description="Integer inputs without data: exclusive upper bound, e.g. the vocabulary size; default 2."
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> InputSpec:
+        if (self.low is not None or self.high is not None) and self.dtype not in _INT_DTYPES:
+            raise ValueError(f"input '{self.name}': low/high apply to int64/int32 inputs only")
+        if self.high is not None and self.high <= (self.low or 0):
+            raise ValueError(f"input '{self.name}': high must be greater than low")
+        return self
+
+
 class ModelSpec(_Strict):
     """How to read the uploaded model."""
 
@@ -37,8 +68,32 @@ class ModelSpec(_Strict):
         min_length=1,
         max_length=6,
         description="One sample's shape without the batch dimension, e.g. [3, 224, 224]. "
-        "Needed for latency and FLOPs when no data is given.",
+        "Needed for latency and FLOPs when no data is given. Shorthand for one float32 input; see inputs.",
     )
+    inputs: list[InputSpec] | None = Field(
+        None,
+        min_length=1,
+        max_length=16,
+        description="The model's inputs with names and dtypes, e.g. token ids (int64) and an attention mask, "
+        "for models that take more than one tensor or take integers. Give this or input_shape, not both.",
+    )
+
+    @model_validator(mode="after")
+    def _one_input_form(self) -> ModelSpec:
+        if self.inputs is not None and self.input_shape is not None:
+            raise ValueError("give model.inputs or model.input_shape, not both")
+        names = [i.name for i in self.inputs or []]
+        if len(set(names)) != len(names):
+            raise ValueError(f"model.inputs names must be unique, got {names}")
+        return self
+
+    def input_specs(self) -> list[InputSpec] | None:
+        """The declared inputs: `inputs`, or one float32 input 'x' from `input_shape`; None if neither is set."""
+        if self.inputs is not None:
+            return list(self.inputs)
+        if self.input_shape is not None:
+            return [InputSpec(name="x", shape=list(self.input_shape))]
+        return None
 
     @field_validator("architecture")
     @classmethod
@@ -99,6 +154,13 @@ class SweepSpec(_Strict):
         description="Named regularizer settings to compare.",
     )
     schedules: list[ScheduleKind] = Field(default_factory=lambda: list[ScheduleKind](["oneshot"]), min_length=1)
+    seeds: int = Field(
+        1,
+        ge=1,
+        le=10,
+        description="Trials per grid point, with seeds seed, seed + 1, ...; from 2 on the report gives each "
+        "point's mean and 95% interval and says whether the best point's lead is more than noise.",
+    )
 
 
 class SensitivitySpec(_Strict):

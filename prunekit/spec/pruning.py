@@ -43,19 +43,56 @@ class _TargetSelection(_Strict):
         "Each pattern must match at least one prunable parameter.",
     )
     prune_normalization: bool = Field(False, description="Also prune normalization-layer weights (1-D).")
-    prune_classifier: bool = Field(False, description="Also prune the final classifier (last 2-D weight).")
+    prune_classifier: bool = Field(
+        False,
+        description="Also prune the final classifier: the layers whose outputs are the model's outputs, found by "
+        "tracing a sample forward (the last 2-D weight where the model cannot be traced).",
+    )
     prune_bias: bool = False
     schedule: ScheduleSpec = Field(default_factory=ScheduleSpec)
 
 
-class MagnitudePruning(_TargetSelection):
+DEFAULT_LAYER_CEILING = 0.95
+
+
+class _GlobalScope(_TargetSelection):
+    """Methods that can rank all layers together: a layer may not be emptied by the ranking unless asked."""
+
+    scope: Literal["global", "layerwise"] = "global"
+    max_layer_sparsity: float | None = Field(
+        None,
+        gt=0.0,
+        le=1.0,
+        description="Global scope: no layer is pruned beyond this fraction; what it cannot take goes to the other "
+        "layers. Default: max(0.95, (1 + sparsity) / 2), i.e. every layer keeps at least 5% of its weights and at "
+        "least half the average share kept. 1.0 lets the ranking remove whole layers.",
+    )
+
+    def layer_ceiling(self) -> float:
+        """The per-layer ceiling of a global ranking: the explicit value, or the default rule above."""
+        if self.max_layer_sparsity is not None:
+            return self.max_layer_sparsity
+        return max(DEFAULT_LAYER_CEILING, (1.0 + self.sparsity) / 2)
+
+    @model_validator(mode="after")
+    def _ceiling_reaches_target(self) -> _GlobalScope:
+        ceiling = self.max_layer_sparsity
+        if self.scope == "global" and ceiling is not None and ceiling < self.sparsity:
+            raise ValueError(
+                f"max_layer_sparsity {ceiling} is below sparsity {self.sparsity}: no layer of the global ranking "
+                "may exceed it, so the target cannot be reached (raise it; 1.0 allows removing whole layers)"
+            )
+        return self
+
+
+class MagnitudePruning(_GlobalScope):
     """Unstructured: remove the smallest-magnitude weights, per layer or by one global threshold."""
 
     method: Literal["magnitude"] = "magnitude"
     scope: Literal["global", "layerwise"] = "global"
 
 
-class RandomPruning(_TargetSelection):
+class RandomPruning(_GlobalScope):
     """Unstructured random pruning, a baseline to compare criteria against."""
 
     method: Literal["random"] = "random"

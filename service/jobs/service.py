@@ -21,9 +21,11 @@ from jobstore.lifecycle import CancelOutcome
 from jobstore.models import PK_MAX, JobRecord
 from jobstore.repositories import files as files_repo
 from jobstore.repositories import jobs as repository
+from jobstore.repositories import webhook_secrets
 from jobstore.settings import Settings
 from jobstore.storage import Storage
 from jobstore.webhooks.policy import WebhookRefused, check_url
+from jobstore.webhooks.secrets import NO_SECRET
 from prunekit.spec import JobSpec, SpecError, parse_spec
 from prunekit.spec.api import TERMINAL_STATUSES, EventKind, JobStatus
 from prunekit.spec.loading import parse_spec_text
@@ -76,6 +78,11 @@ def check_webhook(url: str | None, settings: Settings) -> None:
         raise ValidationProblem(str(exc), [{"loc": "webhook_url", "msg": str(exc)}]) from None
 
 
+def _check_webhook_secret(session: Session, owner: str, url: str | None) -> None:
+    if url is not None and webhook_secrets.get(session, owner) is None:
+        raise ValidationProblem(NO_SECRET, [{"loc": "webhook_url", "msg": NO_SECRET}])
+
+
 def _check_file(session: Session, owner: str, file_id: str | None, loc: str) -> None:
     if file_id is not None and files_repo.get_file(session, file_id, owner) is None:
         raise ValidationProblem(f"no file {file_id}", [{"loc": loc, "msg": "no such file"}])
@@ -99,6 +106,7 @@ def create_job(
     _check_file(session, owner, sub.model_file_id, "model_file_id")
     _check_file(session, owner, sub.data_file_id, "data_file_id")
     check_webhook(sub.webhook_url, settings)
+    _check_webhook_secret(session, owner, sub.webhook_url)
 
     model_id = sub.model_file_id
     data_id = sub.data_file_id

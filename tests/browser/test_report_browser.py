@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import functools
 import struct
-import threading
 from collections.abc import Iterator
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from prunekit.reporting import render_jobs_page, render_report_html
-from tests.browser.conftest import ARTIFACTS, severe_logs
+from tests.browser.conftest import ARTIFACTS, serve_folder, severe_logs
 
 pytestmark = pytest.mark.browser
 
 PLOTS = ["plot-accuracy", "plot-history", "plot-layers", "plot-pareto"]
-
-
-class _Quiet(SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +32,8 @@ def site(sweep_report: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
         {"id": "job_next", "status": "running", "stage": "finetune", "percent": 40.0, "kind": "compress"},
     ]
     (root / "jobs.html").write_text(render_jobs_page(jobs), encoding="utf-8")
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
+    with serve_folder(root) as base:
+        yield base
 
 
 def _png_size(data: bytes) -> tuple[int, int]:

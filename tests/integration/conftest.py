@@ -48,6 +48,7 @@ class Stack:
     s3_endpoint: str
     api: ManagedProcess | None = None
     workers: list[ManagedProcess] = field(default_factory=list)
+    webhook_secrets: dict[str, str] = field(default_factory=dict)
 
     @property
     def base_url(self) -> str:
@@ -61,6 +62,15 @@ class Stack:
         return httpx.Client(
             base_url=self.base_url, headers={"Authorization": f"Bearer {self.api_keys[who]}"}, timeout=timeout
         )
+
+    def webhook_secret(self, who: str = "alice") -> str:
+        """The key's webhook secret: rotated once per session through the API (it is shown only then)."""
+        if who not in self.webhook_secrets:
+            with self.client(who) as c:
+                r = c.post("/v1/webhook-secret/rotate")
+            assert r.status_code == 201, r.text
+            self.webhook_secrets[who] = r.json()["secret"]
+        return self.webhook_secrets[who]
 
     def start_api(self) -> None:
         self.api = start_api(self.env, self.log_dir, self.port)

@@ -50,6 +50,7 @@ def test_jobs_and_webhooks_queued_before_redis_lost_its_data_still_complete(
     live_server.stop_workers()
     try:
         jobs = [_submit(live_server, model, data) for _ in range(2)]
+        live_server.webhook_secret()  # webhooks need the key's own secret
         hooked = _submit(live_server, model, data, webhook_url=url)
         with live_server.client() as c:  # canceled while queued: its webhook message is queued too
             assert c.post(f"/v1/jobs/{hooked}/cancel").json()["status"] == "canceled"

@@ -53,6 +53,7 @@ def test_digits_job_end_to_end(
     live_server: Stack, torchscript_model: Path, digits_npz: Path, webhook_sink: Any, tmp_path: Path
 ) -> None:
     url, received = webhook_sink
+    secret = live_server.webhook_secret()
     job = _submit(live_server, torchscript_model, digits_npz, FAST, webhook_url=url)
     done = live_server.wait(job["id"], timeout=180)
     assert done["status"] == "succeeded", done
@@ -105,7 +106,10 @@ def test_digits_job_end_to_end(
         time.sleep(0.2)
     (msg,) = received
     h = msg["headers"]
-    assert verify(WEBHOOK_SECRET, h["webhook-id"], int(h["webhook-timestamp"]), msg["body"], h["webhook-signature"])
+    assert verify(secret, h["webhook-id"], int(h["webhook-timestamp"]), msg["body"], h["webhook-signature"])
+    # Signed with alice's own secret: neither the server's master secret nor bob's verifies it.
+    for other in (WEBHOOK_SECRET, live_server.webhook_secret("bob")):
+        assert not verify(other, h["webhook-id"], int(h["webhook-timestamp"]), msg["body"], h["webhook-signature"])
     payload = json.loads(msg["body"])
     assert payload["type"] == "job.succeeded" and payload["data"]["id"] == job["id"]
 

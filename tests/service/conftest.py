@@ -43,7 +43,9 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     url: str = request.getfixturevalue("pg_url")
     engine = make_engine(url)
     with engine.begin() as conn:
-        conn.execute(text("TRUNCATE files, jobs, job_events, stage_durations RESTART IDENTITY CASCADE"))
+        conn.execute(
+            text("TRUNCATE files, jobs, job_events, stage_durations, webhook_secrets RESTART IDENTITY CASCADE")
+        )
     engine.dispose()
     return url
 
@@ -106,7 +108,18 @@ def upload(
     return body
 
 
+def rotate_webhook_secret(client: TestClient) -> str:
+    """Give the client's key a (new) webhook secret and return it (the API shows it only here)."""
+    r = client.post("/v1/webhook-secret/rotate")
+    assert r.status_code == 201, r.text
+    secret: str = r.json()["secret"]
+    return secret
+
+
 def submit(client: TestClient, spec: dict[str, Any] | None = None, **extra: Any) -> dict[str, Any]:
+    """Submit a job; one with a webhook_url first gives the key a webhook secret if it has none (as a user must)."""
+    if extra.get("webhook_url") and client.get("/v1/webhook-secret").json()["generation"] is None:
+        rotate_webhook_secret(client)
     model = upload(client)
     r = client.post("/v1/jobs", json={"spec": spec or SPEC, "model_file_id": model["id"], **extra})
     assert r.status_code == 202, r.text

@@ -11,7 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from service.core.state import AppState
-from tests.service.conftest import KEY_A, SPEC, complete_job, submit, upload
+from tests.service.conftest import KEY_A, SPEC, complete_job, rotate_webhook_secret, submit, upload
 
 
 def _problem(r, status: int, code: str) -> dict:
@@ -311,6 +311,7 @@ def test_events_after(client: TestClient, state: AppState) -> None:
 
 
 def test_webhook_url_must_be_allowlisted(client: TestClient) -> None:
+    rotate_webhook_secret(client)
     model = upload(client)
     for url in ["http://internal.local/hook", "ftp://hooks.example.com/x", "http://user:pw@hooks.example.com/"]:
         r = client.post("/v1/jobs", json={"spec": SPEC, "model_file_id": model["id"], "webhook_url": url})
@@ -405,6 +406,7 @@ def test_deeply_nested_spec_is_422_not_a_recursion_error(client: TestClient) -> 
 
 def test_webhook_url_with_a_bad_port_or_host_is_422(client: TestClient) -> None:
     # These used to be accepted here and to crash the delivery once the job had finished.
+    rotate_webhook_secret(client)
     model = upload(client)
     for url in [
         "http://hooks.example.com:99999/hook",

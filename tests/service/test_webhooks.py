@@ -11,14 +11,17 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
 
+from jobstore.db import utcnow
 from jobstore.models import JobRecord
 from jobstore.repositories import jobs as repo
+from jobstore.repositories import webhook_secrets
 from jobstore.settings import Settings
 from jobstore.webhooks.delivery import deliver
 from jobstore.webhooks.policy import WebhookRefused, check_url, resolve_target
+from jobstore.webhooks.secrets import signing_secrets
 from jobstore.webhooks.signing import sign, verify
 from service.core.state import AppState
-from tests.service.conftest import WEBHOOK_SECRET, submit
+from tests.service.conftest import WEBHOOK_SECRET, rotate_webhook_secret, submit
 
 
 def test_signature_matches_the_standard_webhooks_reference_vector() -> None:
@@ -83,7 +86,7 @@ def test_delivery_refuses_a_stored_url_with_a_bad_port(client: TestClient, state
         s.execute(update(JobRecord).where(JobRecord.id == job_id).values(webhook_url="http://127.0.0.1:99999/hook"))
     with state.db.session() as s:
         job = repo.get_job_any(s, job_id)
-    result = deliver(state.settings, job)
+    result = deliver(state.settings, job, ["whsec_" + "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"])
     assert not result.ok and not result.retryable and "port" in result.detail
 
 
@@ -114,22 +117,28 @@ def receiver() -> Iterator[tuple[str, type[_Receiver]]]:
         server.shutdown()
 
 
+def _secrets_of(state: AppState, owner: str) -> list[str]:
+    with state.db.session() as s:
+        return signing_secrets(state.settings, webhook_secrets.get(s, owner), utcnow())
+
+
 def test_delivery_is_signed_and_verifiable(client: TestClient, state: AppState, receiver) -> None:
     url, rec = receiver
+    secret = rotate_webhook_secret(client)
     job_id = submit(client, webhook_url=url)["id"]
     client.post(f"/v1/jobs/{job_id}/cancel")
     with state.db.session() as s:
         job = repo.get_job_any(s, job_id)
-    result = deliver(state.settings, job)
+    result = deliver(state.settings, job, _secrets_of(state, "alice"))
     assert result.ok, result.detail
     (msg,) = rec.received
     h = {k.lower(): v for k, v in msg["headers"].items()}
     assert h["webhook-id"] == f"msg_{job_id}_canceled"
-    assert verify(WEBHOOK_SECRET, h["webhook-id"], int(h["webhook-timestamp"]), msg["body"], h["webhook-signature"])
+    assert verify(secret, h["webhook-id"], int(h["webhook-timestamp"]), msg["body"], h["webhook-signature"])
     payload = json.loads(msg["body"])
     assert payload["type"] == "job.canceled" and payload["data"]["id"] == job_id
     rec.status = 500
-    again = deliver(state.settings, job)
+    again = deliver(state.settings, job, _secrets_of(state, "alice"))
     assert not again.ok and again.retryable
 
 

@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from prunekit.spec import DataSpec
+from prunekit.spec.job import InputSpec
 from worker.engine.errors import InvalidDataError
+from worker.engine.inputs import DEFAULT_FILL, TORCH_DTYPES
 
 KNOWN_KEYS = ("x_train", "y_train", "x_val", "y_val", "x")
+ACCEPTED = "one .npz (numpy.savez) or .safetensors file with arrays x_train, y_train[, x_val, y_val], or x (unlabelled)"
 
 
 @dataclass
@@ -24,10 +28,22 @@ class Dataset:
     x_val: torch.Tensor
     y_val: torch.Tensor | None
     split: str  # "given" or "seeded split of N by val_fraction"
+    notes: list[str] = field(default_factory=list)  # caveats for the report (e.g. raw uint8 pixel values)
+    input_name: str = "x"  # the model input x_train / x_val feed (model.inputs' first)
+    extra_train: dict[str, torch.Tensor] = field(default_factory=dict)  # further inputs by name (x_train_<name>)
+    extra_val: dict[str, torch.Tensor] = field(default_factory=dict)
 
     @property
     def labelled(self) -> bool:
         return self.y_train is not None
+
+    def train_inputs(self) -> dict[str, torch.Tensor]:
+        """Every model input of the training split, by name, in the model's order."""
+        return {self.input_name: self.x_train, **self.extra_train}
+
+    def val_inputs(self) -> dict[str, torch.Tensor]:
+        """Every model input of the validation split, by name, in the model's order."""
+        return {self.input_name: self.x_val, **self.extra_val}
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -35,6 +51,10 @@ class Dataset:
 
 
 def _read_arrays(path: Path) -> dict[str, np.ndarray]:
+    if path.is_dir():
+        raise InvalidDataError(f"dataset {path.name!r} is a folder, not a file: give {ACCEPTED} (folders are not read)")
+    if not path.exists():
+        raise InvalidDataError(f"dataset file {path.name!r} not found; give {ACCEPTED}")
     with path.open("rb") as fh:
         head = fh.read(8)
     if head[:4] == b"PK\x03\x04":
@@ -74,8 +94,11 @@ def _as_inputs(name: str, arr: np.ndarray) -> torch.Tensor:
         )
     if arr.shape[0] == 0:
         raise InvalidDataError(f"{name} is empty")
-    tensor = torch.from_numpy(np.ascontiguousarray(arr)).float()
-    if not torch.isfinite(tensor).all():
+    tensor = torch.from_numpy(np.ascontiguousarray(arr))
+    # Integers stay integers (token ids), as int64; uint8 (image bytes) and bool are read as float32, as before.
+    integer = arr.dtype.kind in "iu" and arr.dtype != np.uint8
+    tensor = tensor.long() if integer else tensor.float()
+    if tensor.is_floating_point() and not torch.isfinite(tensor).all():
         raise InvalidDataError(f"{name} contains NaN or Inf values")
     return tensor
 
@@ -95,21 +118,46 @@ def _as_labels(name: str, arr: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
-def _seeded_split(x: torch.Tensor, y: torch.Tensor | None, spec: DataSpec) -> tuple[torch.Tensor, ...]:
-    n = x.shape[0]
+def _split_index(n: int, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) row indices of the seeded split of n rows."""
     n_val = max(1, round(n * spec.val_fraction))
     if n - n_val < 1:
         raise InvalidDataError(f"too few samples ({n}) to split with val_fraction={spec.val_fraction}")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(spec.split_seed))
-    val_idx, train_idx = perm[:n_val], perm[n_val:]
+    return perm[n_val:], perm[:n_val]
+
+
+def _seeded_split(x: torch.Tensor, y: torch.Tensor | None, spec: DataSpec) -> tuple[torch.Tensor, ...]:
+    train_idx, val_idx = _split_index(x.shape[0], spec)
     y_train = y[train_idx] if y is not None else None
     y_val = y[val_idx] if y is not None else None
     return x[train_idx], y_train, x[val_idx], y_val  # type: ignore[return-value]
 
 
-def load_dataset(path: Path, spec: DataSpec) -> Dataset:
-    """Read and validate a dataset file; raises InvalidDataError with what to fix."""
-    arrays = _read_arrays(path)
+def load_dataset(path: Path, spec: DataSpec, inputs: Sequence[InputSpec] | None = None) -> Dataset:
+    """Read and validate a dataset file for the model's declared inputs; raises InvalidDataError with what to fix."""
+    arrays, named = _take_named(_read_arrays(path), inputs or [])
+    _check_declared(arrays, named, inputs or [])
+    ds = _dataset(arrays, spec)
+    ds.notes.extend(_raw_pixel_notes(arrays))
+    return _attach_named(ds, arrays, named, spec, inputs or [])
+
+
+def _raw_pixel_notes(arrays: dict[str, np.ndarray]) -> list[str]:
+    """uint8 inputs are fed as their raw 0-255 values: say so, since most image models expect [0, 1] or normalized."""
+    notes = []
+    for key in ("x_train", "x_val", "x"):
+        arr = arrays.get(key)
+        if arr is not None and arr.dtype == np.uint8 and arr.size and int(arr.max()) > 1:
+            notes.append(
+                f"{key} is uint8 (values up to {int(arr.max())}): fed to the model as raw 0-255 floats, not scaled "
+                "to [0, 1]; if the model expects scaled or normalized inputs, save them as float32 that way"
+            )
+    return notes
+
+
+def _dataset(arrays: dict[str, np.ndarray], spec: DataSpec) -> Dataset:
+    """Validate the arrays of a dataset file and split them."""
     unknown = sorted(set(arrays) - set(KNOWN_KEYS))
     if unknown:
         raise InvalidDataError(f"unknown keys {unknown} in dataset; expected x_train, y_train[, x_val, y_val] or x")
@@ -143,7 +191,116 @@ def _limit(ds: Dataset, spec: DataSpec) -> Dataset:
     if spec.max_train_samples is None or len(ds.x_train) <= spec.max_train_samples:
         return ds
     k = spec.max_train_samples
-    return Dataset(ds.x_train[:k], ds.y_train[:k] if ds.y_train is not None else None, ds.x_val, ds.y_val, ds.split)
+    y_train = ds.y_train[:k] if ds.y_train is not None else None
+    return Dataset(ds.x_train[:k], y_train, ds.x_val, ds.y_val, ds.split, ds.notes)
+
+
+# --- named inputs (model.inputs) ----------------------------------------------------------------------------------
+# Input <name> reads x_train_<name> and x_val_<name> (or x_<name> for unlabelled data); the first input may use plain
+# x_train / x_val / x. attention_mask (all ones) and token_type_ids (all zeros) may be left out.
+_BASES = ("x_train", "x_val", "x")
+Named = dict[str, dict[str, np.ndarray]]  # base key -> input name -> array
+
+
+def _take_named(arrays: dict[str, np.ndarray], inputs: Sequence[InputSpec]) -> tuple[dict[str, np.ndarray], Named]:
+    """The arrays with the first input's under x_train / x_val / x, and the other inputs' apart."""
+    rest = dict(arrays)
+    named: Named = {base: {} for base in _BASES}
+    for i, spec in enumerate(inputs):
+        for base in _BASES:
+            key = f"{base}_{spec.name}"
+            if key not in rest:
+                continue
+            if i > 0:
+                named[base][spec.name] = rest.pop(key)
+            elif base in rest:
+                raise InvalidDataError(f"dataset has both '{base}' and '{key}' for model input '{spec.name}'; give one")
+            else:
+                rest[base] = rest.pop(key)
+    return rest, named
+
+
+def _arrays_of(i: int, spec: InputSpec, arrays: dict[str, np.ndarray], named: Named) -> dict[str, np.ndarray]:
+    if i == 0:
+        return {base: arrays[base] for base in _BASES if base in arrays}
+    return {f"{base}_{spec.name}": named[base][spec.name] for base in _BASES if spec.name in named[base]}
+
+
+def _check_declared(arrays: dict[str, np.ndarray], named: Named, inputs: Sequence[InputSpec]) -> None:
+    """Float arrays cannot feed integer or bool inputs, nor ids reach past the declared [low, high)."""
+    for i, spec in enumerate(inputs):
+        for key, arr in _arrays_of(i, spec, arrays, named).items():
+            if spec.dtype.startswith("float") or arr.size == 0:
+                continue
+            if arr.dtype.kind == "f":
+                raise InvalidDataError(
+                    f"{key} holds {arr.dtype} values but model input '{spec.name}' is {spec.dtype}: save token "
+                    "ids and masks as integer arrays (e.g. numpy int64)"
+                )
+            low, high = spec.low or 0, spec.high
+            if high is not None and (int(arr.min()) < low or int(arr.max()) >= high):
+                raise InvalidDataError(
+                    f"{key} has values from {int(arr.min())} to {int(arr.max())} but model input '{spec.name}' "
+                    f"takes [{low}, {high}) (model.inputs low/high, e.g. the vocabulary size)"
+                )
+
+
+def _bases(arrays: dict[str, np.ndarray]) -> tuple[str, str]:
+    """Which keys the other inputs' arrays go with: (train, val); equal when the split is seeded."""
+    if "x" in arrays:
+        return "x", "x"
+    return ("x_train", "x_val") if "x_val" in arrays else ("x_train", "x_train")
+
+
+def _named_rows(key: str, arr: np.ndarray, rows: int) -> torch.Tensor:
+    tensor = _as_inputs(key, arr)
+    if len(tensor) != rows:
+        raise InvalidDataError(f"{key} has {len(tensor)} rows but the first input's array has {rows}")
+    return tensor
+
+
+def _split_named(
+    spec: InputSpec, ds: Dataset, arrays: dict[str, np.ndarray], named: Named, data_spec: DataSpec
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train, val) rows of one further input, split and limited as the first input's were."""
+    train_base, val_base = _bases(arrays)
+    if spec.name not in named[train_base]:
+        if spec.name not in DEFAULT_FILL:
+            raise InvalidDataError(
+                f"dataset has no '{train_base}_{spec.name}' for model input '{spec.name}' (only "
+                f"{' and '.join(DEFAULT_FILL)} may be left out)"
+            )
+        fill = DEFAULT_FILL[spec.name]
+        return torch.full((len(ds.x_train), *spec.shape), fill), torch.full((len(ds.x_val), *spec.shape), fill)
+    x = _named_rows(f"{train_base}_{spec.name}", named[train_base][spec.name], len(arrays[train_base]))
+    if val_base == train_base:
+        train_idx, val_idx = _split_index(len(x), data_spec)
+        return x[train_idx][: len(ds.x_train)], x[val_idx]
+    if spec.name not in named[val_base]:
+        raise InvalidDataError(f"dataset has '{train_base}_{spec.name}' but no '{val_base}_{spec.name}'")
+    return x[: len(ds.x_train)], _named_rows(f"{val_base}_{spec.name}", named[val_base][spec.name], len(ds.x_val))
+
+
+def _attach_named(
+    ds: Dataset, arrays: dict[str, np.ndarray], named: Named, data_spec: DataSpec, inputs: Sequence[InputSpec]
+) -> Dataset:
+    """Every declared input of both splits, in its declared dtype."""
+    if not inputs:
+        return ds
+    used = set(_bases(arrays))
+    stray = sorted(f"{base}_{name}" for base in _BASES if base not in used for name in named[base])
+    if stray:
+        raise InvalidDataError(
+            f"unexpected keys {stray}: each input's arrays go with the first input's (x_train_<name> with "
+            "x_train, x_val_<name> with x_val, x_<name> with x)"
+        )
+    cast = {s.name: TORCH_DTYPES[s.dtype] for s in inputs}
+    split = {s.name: _split_named(s, ds, arrays, named, data_spec) for s in inputs[1:]}
+    first = inputs[0].name
+    ds.input_name, ds.x_train, ds.x_val = first, ds.x_train.to(cast[first]), ds.x_val.to(cast[first])
+    ds.extra_train = {k: tr.to(cast[k]) for k, (tr, _) in split.items()}
+    ds.extra_val = {k: va.to(cast[k]) for k, (_, va) in split.items()}
+    return ds
 
 
 def check_labels_fit(ds: Dataset, num_outputs: int) -> None:

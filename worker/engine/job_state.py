@@ -23,7 +23,8 @@ class JobState:
     progress: StageProgress
     device: torch.device
     data: Dataset | None = None
-    sample: torch.Tensor | None = None
+    sample: torch.Tensor | None = None  # the first input of `inputs` (all a single-input model takes)
+    inputs: dict[str, torch.Tensor] | None = None  # one sample ([1, ...]) of every model input, by name
     notes: list[str] = field(default_factory=list)
     stage_seconds: dict[str, float] = field(default_factory=dict)
 

@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import tempfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from prunekit.spec.report import LatencyStats, PhaseMetrics, SizeStats
+from prunekit.spec import ModelSpec
+from prunekit.spec.job import LatencySpec
+from prunekit.spec.report import LatencyStats, PhaseMetrics, SizeStats, SpeedupStats
 from worker.engine.evaluation.flops import FLOPS_METHOD, count_flops
-from worker.engine.evaluation.latency import measure_latencies
+from worker.engine.evaluation.latency import latency_stats, speedup_of, time_interleaved
 from worker.engine.evaluation.metrics import predict_logits, split_metrics
 from worker.engine.evaluation.sparsity import count_params
 from worker.engine.job_state import JobState
+from worker.engine.models.calling import batch_of, inputs_to
 from worker.engine.models.handle import LoadedModel
+from worker.engine.models.loading import load_model
+from worker.engine.models.saving import save_model
 
 
 @dataclass
@@ -25,7 +31,9 @@ class Measurement:
     val_logits: torch.Tensor | None
     train_logits: torch.Tensor | None
     size: SizeStats
-    latency: LatencyStats | None = None  # set by _time_both, which times before and after together
+    latency: LatencyStats | None = None  # set by time_both, which times before and after together
+    speedup: SpeedupStats | None = None  # on `after`: set by time_both
+    speedup_vs_input: SpeedupStats | None = None  # on `after`, when the artifact's format differs from the upload's
 
 
 def phase_metrics(
@@ -34,18 +42,14 @@ def phase_metrics(
     if state.data is None:
         return None, None, None
     bs, fixed = state.spec.evaluation.batch_size, model.fixed_batch_size
-    train_logits = predict_logits(model.module, state.data.x_train, bs, state.device, fixed)
-    val_logits = predict_logits(model.module, state.data.x_val, bs, state.device, fixed)
+    train_logits = predict_logits(model.module, state.data.train_inputs(), bs, state.device, fixed)
+    val_logits = predict_logits(model.module, state.data.val_inputs(), bs, state.device, fixed)
     if not state.data.labelled:
         return None, train_logits, val_logits
     train = split_metrics(train_logits, state.data.y_train)
     val = split_metrics(val_logits, state.data.y_val)
     gap = train.accuracy - val.accuracy if train.accuracy is not None and val.accuracy is not None else None
     return PhaseMetrics(train=train, val=val, gap=gap), train_logits, val_logits
-
-
-def batch_of(sample: torch.Tensor, n: int) -> torch.Tensor:
-    return sample.expand(n, *sample.shape[1:]).contiguous()
 
 
 def file_sizes(path: Path) -> tuple[int, int]:
@@ -57,10 +61,9 @@ def measure(state: JobState, model: LoadedModel, artifact: Path) -> Measurement:
     model.set_train(False)
     module = model.module
     metrics, train_logits, val_logits = phase_metrics(state, model)
-    assert state.sample is not None  # set right after loading
-    sample = state.sample.to(state.device)
+    assert state.inputs is not None  # set right after loading
     per_call = model.fixed_batch_size or 1
-    dense, effective = count_flops(module, batch_of(sample, per_call))
+    dense, effective = count_flops(module, inputs_to(batch_of(state.inputs, per_call), state.device))
     dense, effective = dense // per_call, effective // per_call
     total, nonzero = count_params(module)
     raw, zipped = file_sizes(artifact)
@@ -76,17 +79,61 @@ def measure(state: JobState, model: LoadedModel, artifact: Path) -> Measurement:
     return Measurement(metrics, val_logits, train_logits, size)
 
 
-def time_both(
-    state: JobState, original: LoadedModel, compressed: LoadedModel, before: Measurement, after: Measurement
-) -> None:
-    """Latency of the original and of the reloaded artifact, timed interleaved under the same load."""
-    assert state.sample is not None
+def _runtime(model: LoadedModel) -> str:
+    return "eager" if model.format == "state_dict" else model.format
+
+
+def same_format_baseline(state: JobState, original: LoadedModel, fmt: str, folder: Path) -> LoadedModel:
+    """The original saved and reloaded in the artifact's format, so a speedup compares like with like."""
+    if original.format == fmt:
+        return original
+    path = save_model(original, folder, fmt, state.inputs)  # type: ignore[arg-type]
+    baseline = load_model(path, ModelSpec(format=fmt))
+    baseline.module.to(state.device)
+    baseline.set_train(False)
+    return baseline
+
+
+def _latency_spec(state: JobState, original: LoadedModel, compressed: LoadedModel) -> LatencySpec:
     spec = state.spec.evaluation.latency
     fixed = compressed.fixed_batch_size or original.fixed_batch_size
     if fixed and fixed != spec.batch_size:
         # A program exported with a static batch size runs only at that size.
         spec = spec.model_copy(update={"batch_size": fixed})
         state.notes.append(f"latency measured at the exported program's static batch size {fixed}")
-    before.latency, after.latency = measure_latencies(
-        [original.module, compressed.module], state.sample.to(state.device), spec, state.device
-    )
+    return spec
+
+
+def time_both(
+    state: JobState, original: LoadedModel, compressed: LoadedModel, before: Measurement, after: Measurement
+) -> None:
+    """Latency of the original and of the reloaded artifact, timed interleaved in the same format."""
+    assert state.inputs is not None
+    spec = _latency_spec(state, original, compressed)
+    with tempfile.TemporaryDirectory(prefix="baseline-") as tmp:
+        baseline = same_format_baseline(state, original, compressed.format, Path(tmp))
+        modules = [baseline.module, compressed.module]
+        if baseline is not original:
+            modules.append(original.module)  # the original as uploaded, for the with-format-change figure
+        times, threads = time_interleaved(modules, inputs_to(state.inputs, state.device), spec, state.device)
+    runtime = _runtime(compressed)
+    before.latency = latency_stats(times[0], spec, state.device, threads).model_copy(update={"runtime": runtime})
+    after.latency = latency_stats(times[1], spec, state.device, threads).model_copy(update={"runtime": runtime})
+    after.speedup = speedup_of(times[0], times[1], f"{runtime} vs {runtime}")
+    if len(times) == 3:
+        after.speedup_vs_input = speedup_of(times[2], times[1], f"{_runtime(original)} (as uploaded) vs {runtime}")
+    _note_speedup(state, after)
+
+
+def _note_speedup(state: JobState, after: Measurement) -> None:
+    s, vs_input = after.speedup, after.speedup_vs_input
+    if s is not None and s.median is not None and s.within_noise:
+        state.notes.append(
+            f"speedup {s.median:.2f}x is within the timing spread ({s.low:.2f}x to {s.high:.2f}x over {s.rounds} "
+            "interleaved rounds): no speedup or slowdown can be claimed"
+        )
+    if vs_input is not None and vs_input.median is not None and s is not None and s.median is not None:
+        state.notes.append(
+            f"the artifact's format differs from the upload's: {s.median:.2f}x against the original in the same "
+            f"format ({s.basis}), {vs_input.median:.2f}x against the original as uploaded ({vs_input.basis})"
+        )

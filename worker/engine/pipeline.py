@@ -12,8 +12,10 @@ from worker.engine.data import Dataset, check_labels_fit, load_dataset
 from worker.engine.environment import resolve_device
 from worker.engine.errors import InvalidDataError, InvalidSpecError, UnsupportedError
 from worker.engine.evaluation.sparsity import sparsity_stats
+from worker.engine.inputs import check_sample, first_forward, program_sample, random_sample
 from worker.engine.job_state import JobState
-from worker.engine.measure import batch_of, measure, time_both
+from worker.engine.measure import measure, time_both
+from worker.engine.models.calling import ModelInputs, main_output
 from worker.engine.models.handle import LoadedModel
 from worker.engine.models.loading import load_model
 from worker.engine.models.saving import save_model
@@ -22,40 +24,41 @@ from worker.engine.report import assemble_report
 from worker.engine.strategies import strategy_for
 
 
-def _example_sample(state: JobState, model: LoadedModel) -> torch.Tensor:
-    """One input of shape [1, ...]: from the data, the spec's input_shape, or the exported program."""
-    shape = state.spec.model.input_shape
+def _example_sample(state: JobState, model: LoadedModel) -> ModelInputs:
+    """One sample ([1, ...]) of every input: from the data, the spec's inputs / input_shape, or the exported program."""
+    specs = state.spec.model.input_specs()
     if state.data is not None:
-        sample = state.data.x_val[:1].clone()
-        if shape is not None and list(sample.shape[1:]) != list(shape):
-            raise InvalidSpecError(
-                f"model.input_shape {shape} does not match the data's sample shape {list(sample.shape[1:])}"
-            )
+        sample = {k: v[:1].clone() for k, v in state.data.val_inputs().items()}
+        check_sample(sample, specs)
         return sample
-    if shape is not None:
-        return torch.randn([1, *shape], generator=torch.Generator().manual_seed(state.spec.seed))
-    ep = model.exported_program
-    if ep is not None and ep.example_inputs is not None:
-        args = ep.example_inputs[0]
-        if args and isinstance(args[0], torch.Tensor):
-            return args[0][:1].detach().clone().float()
-    raise InvalidSpecError("model.input_shape is required when no data is given (to measure latency and FLOPs)")
+    if specs is not None:
+        return random_sample(specs, state.spec.seed)
+    from_program = program_sample(model)
+    if from_program is not None:
+        return from_program
+    raise InvalidSpecError(
+        "model.input_shape is required when no data is given (to measure latency and FLOPs); for token ids or "
+        "several inputs set model.inputs"
+    )
 
 
 def _load_inputs(state: JobState, data_path: Path | None) -> LoadedModel:
     model = load_model(state.model_path, state.spec.model)
     if data_path is not None:
-        state.data = load_dataset(data_path, state.spec.data)
-    state.sample = _example_sample(state, model)
+        state.data = load_dataset(data_path, state.spec.data, state.spec.model.input_specs())
+    state.inputs = _example_sample(state, model)
+    state.sample = next(iter(state.inputs.values()))
     model.module.to(state.device)
     model.set_train(False)
+    out = first_forward(model, state.inputs, state.device, from_data=state.data is not None)
     if state.data is not None:
-        with torch.inference_mode():
-            out = model.module(batch_of(state.sample, model.fixed_batch_size or 1).to(state.device))
-        out = out[0] if isinstance(out, (tuple, list)) else out
-        if not isinstance(out, torch.Tensor) or out.dim() != 2:
-            raise UnsupportedError("only classification models (output [batch, classes]) can be evaluated on data")
-        check_labels_fit(state.data, out.shape[1])
+        logits = main_output(out)
+        if logits.dim() != 2:
+            raise UnsupportedError(
+                "only classification models (output [batch, classes]) can be evaluated on data; this one returns "
+                f"{list(logits.shape)}: run it without data to prune and measure latency and FLOPs"
+            )
+        check_labels_fit(state.data, logits.shape[1])
     return model
 
 
@@ -79,7 +82,7 @@ def run_compress(
     outcome = strategy.prune(state, model, before)
     extra: dict[str, object] = {}
     with state.stage("save"):
-        artifact = save_model(model, out_dir, out_fmt, state.sample)  # type: ignore[arg-type]
+        artifact = save_model(model, out_dir, out_fmt, state.inputs)  # type: ignore[arg-type]
         strategy.write_sidecars(model, out_dir)
     with state.stage("evaluate", "re-measuring the saved artifact"):
         # Everything "after" is measured on the artifact as reloaded, i.e. what the user downloads.

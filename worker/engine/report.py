@@ -54,7 +54,8 @@ def assemble_report(
     ):
         drop = before.metrics.val.accuracy - after.metrics.val.accuracy
     assert before.latency is not None and after.latency is not None
-    speedup = before.latency.median_ms / after.latency.median_ms if after.latency.median_ms > 0 else None
+    # The paired-rounds median (worker/engine/evaluation/latency.py), same format on both sides.
+    speedup = after.speedup.median if after.speedup is not None else None
     why = (
         "not measured: no labelled data was given" if state.data is None or not state.data.labelled else "not measured"
     )
@@ -77,7 +78,7 @@ def assemble_report(
         output_format=out_fmt,
         artifact_name=artifact.name,
         data=data_summary(state.data),
-        notes=state.notes,
+        notes=[*(state.data.notes if state.data is not None else []), *state.notes],
         before=before.metrics,
         after=after.metrics,
         accuracy_drop=drop,
@@ -88,6 +89,8 @@ def assemble_report(
         latency_before=before.latency,
         latency_after=after.latency,
         speedup=speedup,
+        speedup_stats=after.speedup,
+        speedup_vs_input=after.speedup_vs_input,
         history=result.history,
         gates=gates,
         stage_seconds=state.stage_seconds,

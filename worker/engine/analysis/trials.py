@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,9 @@ from prunekit.spec import JobSpec, MaskPruningSpec, RegularizersSpec
 from prunekit.spec.report import Report, Trial
 from worker.engine.analysis.pareto import accuracy_vs_sparsity, mark_pareto
 from worker.engine.errors import EngineError, UnsupportedError
+
+# Extra report fields computed from all trials (e.g. a sweep's grid points); "notes" are appended.
+Summarizer = Callable[[list[Trial]], dict[str, Any]]
 
 
 @dataclass
@@ -56,6 +60,8 @@ def trial_from_report(plan: TrialPlan, report: Report) -> Trial:
         sparsity=report.sparsity.global_sparsity,
         train_accuracy=after.train.accuracy if after else None,
         val_accuracy=after.val.accuracy if after else None,
+        train_loss=after.train.loss if after else None,
+        val_loss=after.val.loss if after else None,
         gap=after.gap if after else None,
         accuracy_drop=report.accuracy_drop,
         latency_ms=report.latency_after.median_ms if report.latency_after else None,
@@ -89,6 +95,7 @@ def finalize(
     out_dir: Path,
     max_drop: float | None,
     extra: dict[str, Any] | None = None,
+    summarize: Summarizer | None = None,
 ) -> Report:
     """Collect trial reports, mark the Pareto front, publish the chosen trial's artifact and the job report."""
     reports = [read_trial_report(d) for d in trial_dirs]
@@ -99,13 +106,19 @@ def finalize(
     out_dir.mkdir(parents=True, exist_ok=True)
     if chosen.artifact_name:
         shutil.copyfile(chosen_dir / chosen.artifact_name, out_dir / chosen.artifact_name)
+    more = summarize(trials) if summarize else {}
     report = chosen.model_copy(
         update={
+            **more,
             "kind": spec.kind,
             "spec": spec.model_dump(mode="json"),
             "trials": trials,
             "extra": {**chosen.extra, **(extra or {}), "chosen_trial": trials[best].name},
-            "notes": [*chosen.notes, f"headline numbers are those of the chosen trial '{trials[best].name}'"],
+            "notes": [
+                *chosen.notes,
+                f"headline numbers are those of the chosen trial '{trials[best].name}'",
+                *more.get("notes", []),
+            ],
         }
     )
     (out_dir / "report.json").write_text(report.model_dump_json(indent=2))

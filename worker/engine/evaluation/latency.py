@@ -1,63 +1,103 @@
-"""Inference latency: median of repeated timed forward passes on the job's device.
+"""Inference latency: repeated timed forward passes on the job's device, models compared call by call.
 
-Models compared (before/after) are timed interleaved, call by call, so that both see the same machine load:
-a speedup measured at two different moments on a shared machine says more about the load than the model.
+Models compared (before/after) are timed interleaved, and the order alternates from one round to the next,
+so both see the same machine load and neither always runs second (warm caches): a speedup measured at two
+moments on a shared machine says more about the load than about the model. The speedup is the median of
+the per-round ratios, and its spread is their interquartile range: a masked model, whose true speedup is
+1.0x, reads as 1.0x with a spread that contains 1.0.
 """
 
 from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from prunekit.spec.job import LatencySpec
-from prunekit.spec.report import LatencyStats
+from prunekit.spec.report import LatencyStats, SpeedupStats
+from worker.engine.models.calling import batch_of, caller, inputs_to
+
+Sample = torch.Tensor | Mapping[str, torch.Tensor]  # one sample ([1, ...]) of one input, or of named inputs
 
 
 @torch.inference_mode()
-def measure_latencies(
-    modules: Sequence[torch.nn.Module], sample: torch.Tensor, spec: LatencySpec, device: torch.device
-) -> list[LatencyStats]:
-    """Time each module on a batch of `spec.batch_size` copies of `sample` ([1, ...]), interleaved."""
-    batch = sample.expand(spec.batch_size, *sample.shape[1:]).contiguous().to(device)
+def time_interleaved(
+    modules: Sequence[torch.nn.Module], sample: Sample, spec: LatencySpec, device: torch.device
+) -> tuple[list[list[float]], int]:
+    """Milliseconds per call of each module, round by round (order alternating); also the threads used."""
+    batch = inputs_to(batch_of(sample, spec.batch_size), device)
+    calls = [caller(module, list(batch)) for module in modules]  # decided before timing: no per-call inspection
     previous_threads = torch.get_num_threads()
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
     times: list[list[float]] = [[] for _ in modules]
     try:
-        for module in modules:
+        for call in calls:
             for _ in range(spec.warmup):
-                module(batch)
+                call(batch)
         _sync(device)
-        for _ in range(spec.repeats):
-            for i, module in enumerate(modules):
+        for round_ in range(spec.repeats):
+            order = range(len(modules)) if round_ % 2 == 0 else reversed(range(len(modules)))
+            for i in order:
                 start = time.perf_counter()
-                module(batch)
+                calls[i](batch)
                 _sync(device)
                 times[i].append((time.perf_counter() - start) * 1000.0)
     finally:
         torch.set_num_threads(previous_threads)
-    return [_stats(t, spec, device, spec.threads or previous_threads) for t in times]
+    return times, spec.threads or previous_threads
 
 
-def measure_latency(
-    module: torch.nn.Module, sample: torch.Tensor, spec: LatencySpec, device: torch.device
-) -> LatencyStats:
+def measure_latencies(
+    modules: Sequence[torch.nn.Module], sample: Sample, spec: LatencySpec, device: torch.device
+) -> list[LatencyStats]:
+    """Latency of each module on a batch of `spec.batch_size` copies of `sample` ([1, ...]), timed interleaved."""
+    times, threads = time_interleaved(modules, sample, spec, device)
+    return [latency_stats(t, spec, device, threads) for t in times]
+
+
+def measure_latency(module: torch.nn.Module, sample: Sample, spec: LatencySpec, device: torch.device) -> LatencyStats:
     """Latency of one module (see measure_latencies)."""
     return measure_latencies([module], sample, spec, device)[0]
 
 
-def _stats(times: list[float], spec: LatencySpec, device: torch.device, threads: int) -> LatencyStats:
-    times = sorted(times)
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """The q-quantile of sorted values (linear interpolation, as numpy's default)."""
+    pos = q * (len(ordered) - 1)
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def latency_stats(times: list[float], spec: LatencySpec, device: torch.device, threads: int) -> LatencyStats:
+    ordered = sorted(times)
     return LatencyStats(
-        median_ms=statistics.median(times),
-        p90_ms=times[min(len(times) - 1, int(0.9 * len(times)))],
+        median_ms=statistics.median(ordered),
+        p90_ms=ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
+        p25_ms=_quantile(ordered, 0.25),
+        p75_ms=_quantile(ordered, 0.75),
         batch_size=spec.batch_size,
         repeats=spec.repeats,
         device=str(device),
         threads=threads,
+    )
+
+
+def speedup_of(before_ms: Sequence[float], after_ms: Sequence[float], basis: str) -> SpeedupStats:
+    """Median and interquartile range of the per-round ratios before/after (rounds are paired in time)."""
+    ratios = sorted(b / a for b, a in zip(before_ms, after_ms, strict=True) if a > 0)
+    if not ratios:
+        return SpeedupStats(median=None, low=None, high=None, rounds=0, within_noise=True, basis=basis)
+    low, high = _quantile(ratios, 0.25), _quantile(ratios, 0.75)
+    return SpeedupStats(
+        median=statistics.median(ratios),
+        low=low,
+        high=high,
+        rounds=len(ratios),
+        within_noise=low <= 1.0 <= high,
+        basis=basis,
     )
 
 

@@ -3,42 +3,47 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
 
 from prunekit.spec.report import Fidelity, SplitMetrics
+from worker.engine.models.calling import as_inputs, caller, inputs_to, main_output, num_rows, pad_rows, rows
 
 
 @torch.inference_mode()
 def predict_logits(
-    module: torch.nn.Module, x: torch.Tensor, batch_size: int, device: torch.device, fixed_batch: int | None = None
+    module: torch.nn.Module,
+    x: torch.Tensor | Mapping[str, torch.Tensor],
+    batch_size: int,
+    device: torch.device,
+    fixed_batch: int | None = None,
 ) -> torch.Tensor:
-    """Logits for every row of x, computed in batches, returned on CPU as float32.
+    """Logits for every row of x (one tensor, or named inputs), computed in batches, on CPU as float32.
 
     `fixed_batch`: programs exported with a static batch size only accept that size; the last batch is
-    zero-padded to it and the padding's outputs dropped.
+    padded to it and the padding's outputs dropped.
     """
+    inputs = as_inputs(x)
+    call = caller(module, list(inputs))
     step = fixed_batch or batch_size
     outs = []
-    for start in range(0, len(x), step):
-        batch = x[start : start + step]
-        real = len(batch)
+    for start in range(0, num_rows(inputs), step):
+        batch = rows(inputs, slice(start, start + step))
+        real = num_rows(batch)
         if fixed_batch and real < fixed_batch:
-            batch = torch.cat([batch, batch.new_zeros((fixed_batch - real, *batch.shape[1:]))])
-        out = module(batch.to(device, non_blocking=True))
-        outs.append(_as_logits(out).float().cpu()[:real])
+            batch = pad_rows(batch, fixed_batch)
+        outs.append(_as_logits(call(inputs_to(batch, device))).float().cpu()[:real])
     return torch.cat(outs) if outs else torch.empty(0)
 
 
 def _as_logits(out: object) -> torch.Tensor:
-    # Some exported programs return a 1-tuple; classification models return one tensor.
-    if isinstance(out, (tuple, list)) and out and isinstance(out[0], torch.Tensor):
-        out = out[0]
-    if not isinstance(out, torch.Tensor) or out.dim() != 2:
-        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-        raise ValueError(f"expected class logits of shape [batch, classes], got {shape}")
-    return out
+    # Tuples, dicts and Hugging Face outputs: `logits` or the first tensor; classification models return [batch, C].
+    logits = main_output(out)
+    if logits.dim() != 2:
+        raise ValueError(f"expected class logits of shape [batch, classes], got {tuple(logits.shape)}")
+    return logits
 
 
 def split_metrics(logits: torch.Tensor, y: torch.Tensor | None) -> SplitMetrics:

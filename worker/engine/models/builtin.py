@@ -1,7 +1,7 @@
 """Built-in architectures of the `prunekit` namespace (entry point `prunekit.architectures:prunekit`).
 
-Small on purpose: they make examples, tests and benchmarks run in seconds on a CPU. Both are scriptable
-(torch.jit.script) and exportable (torch.export).
+Small on purpose: they make examples, tests and benchmarks run in seconds on a CPU. All are scriptable
+(torch.jit.script) and exportable (torch.export). The `embedding_*` ones take token ids (int64 [batch, seq]).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "DigitsCNN", "TinyResNet"]
+__all__ = ["ARCHITECTURES", "DigitsCNN", "TinyResNet", "TokenClassifier"]
 
 
 class DigitsCNN(nn.Module):
@@ -88,7 +88,64 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class _RecurrentEncoder(nn.Module):
+    """An LSTM or GRU over the token embeddings; returns every position's output."""
+
+    def __init__(self, dim: int, cell: type[nn.LSTM] | type[nn.GRU]) -> None:
+        super().__init__()
+        self.rnn = cell(dim, dim, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x)[0]
+
+
+class _AttentionEncoder(nn.Module):
+    """One self-attention block (nn.MultiheadAttention) with a residual and layer norm."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.norm(x + self.attn(x, x, x, need_weights=False)[0])
+
+
+class TokenClassifier(nn.Module):
+    """Token ids [batch, seq] -> nn.Embedding -> LSTM, GRU or self-attention -> mean over positions -> classes."""
+
+    def __init__(
+        self, vocab_size: int = 100, num_classes: int = 2, dim: int = 32, encoder: str = "lstm", heads: int = 2
+    ) -> None:
+        super().__init__()
+        if min(vocab_size, num_classes, dim, heads) < 1:
+            raise ValueError("vocab_size, num_classes, dim and heads must be positive")
+        self.embedding = nn.Embedding(vocab_size, dim)
+        encoders: dict[str, Callable[[], nn.Module]] = {
+            "lstm": lambda: _RecurrentEncoder(dim, nn.LSTM),
+            "gru": lambda: _RecurrentEncoder(dim, nn.GRU),
+            "attention": lambda: _AttentionEncoder(dim, heads),
+        }
+        if encoder not in encoders:
+            raise ValueError(f"encoder must be one of {', '.join(encoders)}, got {encoder!r}")
+        self.encoder = encoders[encoder]()
+        self.classifier = nn.Linear(dim, num_classes)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.encoder(self.embedding(input_ids)).mean(1))
+
+
+def _token_classifier(encoder: str) -> Callable[..., nn.Module]:
+    def build(**kwargs: object) -> nn.Module:
+        return TokenClassifier(encoder=encoder, **kwargs)  # type: ignore[arg-type]
+
+    return build
+
+
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": DigitsCNN,
     "tiny_resnet": TinyResNet,
+    "embedding_lstm": _token_classifier("lstm"),
+    "embedding_gru": _token_classifier("gru"),
+    "embedding_attention": _token_classifier("attention"),
 }

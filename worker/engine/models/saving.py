@@ -8,7 +8,7 @@ import json
 import logging
 import os
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -16,6 +16,7 @@ import torch
 from torch.export import ExportedProgram
 
 from worker.engine.errors import EngineError, UnsupportedError
+from worker.engine.models.calling import ModelInputs, as_inputs, keyword_names
 from worker.engine.models.formats import ModelFormat
 from worker.engine.models.handle import LoadedModel
 
@@ -65,6 +66,13 @@ def _note(notes: list[str] | None, text: str) -> None:
         notes.append(text)
 
 
+def _shapes(example: Mapping[str, torch.Tensor]) -> str:
+    """'the input shape [1, 8, 8]', or 'the input shapes input_ids [1, 16], attention_mask [1, 16]'."""
+    if len(example) == 1:
+        return f"the input shape {list(next(iter(example.values())).shape)}"
+    return "the input shapes " + ", ".join(f"{k} {list(v.shape)}" for k, v in example.items())
+
+
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:300] if text else type(exc).__name__
@@ -73,7 +81,16 @@ def _first_line(exc: BaseException) -> str:
 # --- torchscript -----------------------------------------------------------------------------------------------
 
 
-def _to_script(model: LoadedModel, example_input: torch.Tensor | None, notes: list[str] | None) -> torch.nn.Module:
+def _trace(module: torch.nn.Module, example: ModelInputs) -> torch.jit.ScriptModule:
+    """torch.jit.trace on named inputs, by keyword where the forward takes them; dict outputs allowed (strict=False)."""
+    keywords = keyword_names(module, list(example))
+    with torch.no_grad():
+        if keywords:
+            return torch.jit.trace(module, example_kwarg_inputs=dict(example), check_trace=False, strict=False)
+        return torch.jit.trace(module, tuple(example.values()), check_trace=False, strict=False)
+
+
+def _to_script(model: LoadedModel, example_input: ModelInputs | None, notes: list[str] | None) -> torch.nn.Module:
     module = model.module
     if isinstance(module, torch.jit.ScriptModule):
         return module
@@ -91,15 +108,14 @@ def _to_script(model: LoadedModel, example_input: torch.Tensor | None, notes: li
             f"cannot write TorchScript: {reason}tracing needs an example input (set model.input_shape or give data)"
         )
     try:
-        with torch.no_grad():
-            traced = torch.jit.trace(module, (example_input,), check_trace=False)
+        traced = _trace(module, example_input)
     except Exception as exc:
         raise UnsupportedError(f"cannot write TorchScript: tracing failed: {_first_line(exc)}") from exc
     why = f" because torch.jit.script failed ({_first_line(script_error)})" if script_error else ""
     _note(
         notes,
         f"TorchScript output was made with torch.jit.trace{why}: data-dependent control flow is frozen "
-        f"to the example input's path and the input shape {list(example_input.shape)}",
+        f"to the example input's path and {_shapes(example_input)}",
     )
     return traced
 
@@ -124,32 +140,45 @@ def _program_with_weights(model: LoadedModel) -> ExportedProgram | None:
     return updated
 
 
+def _export_args(
+    module: torch.nn.Module, example: ModelInputs
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor], Any]:
+    """(args, kwargs, dynamic_shapes) for torch.export: a batch of 2 (1 would be specialized), the batch dynamic."""
+    example = {k: v.detach().expand(2, *v.shape[1:]).contiguous() if len(v) == 1 else v for k, v in example.items()}
+    keywords = keyword_names(module, list(example))
+    args = tuple(v for k, v in example.items() if k not in keywords)
+    kwargs = {k: v for k, v in example.items() if k in keywords}
+    batch = torch.export.Dim("batch", min=1)
+    dynamic = {k: {0: batch} for k in example} if not args else tuple({0: batch} for _ in args) if not kwargs else None
+    return args, kwargs, dynamic
+
+
 def _export_eager(
-    module: torch.nn.Module, example_input: torch.Tensor | None, notes: list[str] | None
+    module: torch.nn.Module, example_input: ModelInputs | None, notes: list[str] | None
 ) -> ExportedProgram:
     if example_input is None:
         raise UnsupportedError(
             "cannot write a torch.export program: export needs an example input (set model.input_shape or give data)"
         )
-    example = example_input.detach()
-    if example.dim() >= 1 and example.shape[0] == 1:
-        example = example.expand(2, *example.shape[1:]).contiguous()  # a batch of 1 would be specialized to 1
-    batch = torch.export.Dim("batch", min=1)
+    args, kwargs, dynamic = _export_args(module, example_input)
     try:
         with _eval_mode(module), torch.no_grad():
             try:
-                program = torch.export.export(module, (example,), dynamic_shapes=({0: batch},))
+                if dynamic is None:
+                    raise ValueError("positional and keyword inputs together: exported with static shapes")
+                program = torch.export.export(module, args, kwargs, dynamic_shapes=dynamic)
                 _note(notes, "torch.export output has a dynamic batch dimension")
             except Exception as exc:
                 log.info("export with a dynamic batch dimension failed (%s); exporting with static shapes", exc)
-                program = torch.export.export(module, (example,))
-                _note(notes, f"torch.export output is specialized to the input shape {list(example.shape)}")
+                program = torch.export.export(module, args, kwargs)
+                shapes = _shapes({**dict(zip(example_input, args, strict=False)), **kwargs})
+                _note(notes, f"torch.export output is specialized to {shapes}")
     except Exception as exc:
         raise UnsupportedError(f"cannot write a torch.export program: {_first_line(exc)}") from exc
     return program
 
 
-def _to_program(model: LoadedModel, example_input: torch.Tensor | None, notes: list[str] | None) -> ExportedProgram:
+def _to_program(model: LoadedModel, example_input: ModelInputs | None, notes: list[str] | None) -> ExportedProgram:
     if isinstance(model.module, torch.jit.ScriptModule):
         raise UnsupportedError("cannot write a torch.export program from a TorchScript model; choose torchscript")
     if model.exported_program is not None:
@@ -158,8 +187,8 @@ def _to_program(model: LoadedModel, example_input: torch.Tensor | None, notes: l
             return program
         _note(notes, "parameter shapes changed since loading; the program was exported again from the module")
         if example_input is None and model.exported_program.example_inputs:
-            args, _ = model.exported_program.example_inputs
-            example_input = args[0] if args and isinstance(args[0], torch.Tensor) else None
+            args, kwargs = model.exported_program.example_inputs
+            example_input = {**{f"input_{i}": a for i, a in enumerate(args)}, **(kwargs or {})}
     return _export_eager(model.module, example_input, notes)
 
 
@@ -219,25 +248,27 @@ def save_model(
     model: LoadedModel,
     out_dir: str | os.PathLike[str],
     fmt: ModelFormat,
-    example_input: torch.Tensor | None,
+    example_input: torch.Tensor | Mapping[str, torch.Tensor] | None,
     stem: str = "model",
     notes: list[str] | None = None,
 ) -> Path:
-    """Write `model` as `<stem>.pt` / `.pt2` / `.safetensors(+.json)` in out_dir; notes get how it was made."""
+    """Write `model` as `<stem>.pt` / `.pt2` / `.safetensors(+.json)` in out_dir; notes get how it was made.
+
+    `example_input`: one sample of the model's input, or of its named inputs (for tracing and export).
+    """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    if example_input is not None:
-        example_input = example_input.detach().cpu()
+    example = {k: v.detach().cpu() for k, v in as_inputs(example_input).items()} if example_input is not None else None
     if fmt == "state_dict":
         return _save_state_dict(model, out_dir, stem, notes)
     final = out_dir / f"{stem}{OUTPUT_SUFFIX[fmt]}"
     if fmt == "torchscript":
         with _eval_mode(model.module, model.supports_train_mode):
-            scripted = _to_script(model, example_input, notes)
+            scripted = _to_script(model, example, notes)
             _write_with(final, lambda fh: torch.jit.save(scripted, fh))
         return final
     if fmt == "export":
-        program = _to_program(model, example_input, notes)
+        program = _to_program(model, example, notes)
         _write_with(final, lambda fh: torch.export.save(program, fh))
         _verify_program(final, model.module)
         return final

@@ -7,6 +7,7 @@ import torch
 
 from prunekit.spec.pruning import RandomPruning
 from worker.engine.pruning.base import MaskRequest
+from worker.engine.pruning.ceiling import capped_counts
 from worker.engine.pruning.threshold import num_to_prune
 
 DEFAULT_SEED = 0
@@ -28,7 +29,8 @@ def _split_global(sizes: list[int], k: int, gen: torch.Generator) -> list[int]:
 
 @torch.no_grad()
 def compute(req: MaskRequest) -> dict[str, torch.Tensor]:
-    """Global scope: one random subset over the non-overridden targets; layerwise: each at its own sparsity."""
+    """Global scope: one random subset over the non-overridden targets, none beyond the layer ceiling; layerwise:
+    each at its own sparsity."""
     cfg = req.cfg
     assert isinstance(cfg, RandomPruning)
     gen = req.generator if req.generator is not None else torch.Generator().manual_seed(DEFAULT_SEED)
@@ -37,5 +39,6 @@ def compute(req: MaskRequest) -> dict[str, torch.Tensor]:
     if pool:
         sizes = [t.param.numel() for t in pool]
         k = num_to_prune(req.global_sparsity, sum(sizes))
-        counts.update(zip([t.name for t in pool], _split_global(sizes, k, gen), strict=True))
+        split = capped_counts(_split_global(sizes, k, gen), sizes, cfg.layer_ceiling(), gen)
+        counts.update(zip([t.name for t in pool], split, strict=True))
     return {t.name: _random_layer_mask(t.param, counts[t.name], gen) for t in req.targets}

@@ -3,17 +3,25 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Literal
 
 import torch
 
 from prunekit.spec.pruning import MaskPruningSpec
+from prunekit.spec.report import NotPrunable
 from worker.engine.errors import InvalidSpecError
+from worker.engine.pruning.classifier import output_parameters
+from worker.engine.pruning.ties import storage_key, unique_parameters
 
-TargetKind = Literal["conv", "linear", "norm", "bias", "other"]
+SampleInput = torch.Tensor | Mapping[str, torch.Tensor]  # one input, or named inputs (e.g. input_ids, mask)
+TargetKind = Literal["conv", "linear", "recurrent", "norm", "bias", "other"]
+
+_RECURRENT_WEIGHT = re.compile(r"weight_(ih|hh|hr)_l\d+(_reverse)?")  # nn.LSTM / nn.GRU / nn.RNN
+_RECURRENT_BIAS = re.compile(r"bias_(ih|hh)_l\d+(_reverse)?")
 
 _LISTED_NAMES = 8  # valid names quoted in an error message
 
@@ -29,10 +37,15 @@ class PruneTarget:
 
 
 def classify(name: str, param: torch.Tensor) -> TargetKind:
-    """Kind of a parameter from its shape and name: dim 3-5 weight = conv, 2 = linear, 1 = norm weight or bias."""
+    """Kind of a parameter from its shape and name: dim 3-5 weight = conv, 2 = linear, 1 = norm weight or bias;
+    ``weight_ih_l0``-style names are recurrent (LSTM/GRU/RNN) gate weights."""
     if not param.is_floating_point():
         return "other"
     leaf = name.rsplit(".", 1)[-1]
+    if _RECURRENT_WEIGHT.fullmatch(leaf) and param.dim() == 2:
+        return "recurrent"
+    if _RECURRENT_BIAS.fullmatch(leaf) and param.dim() == 1:
+        return "bias"
     if leaf.endswith("weight"):
         if param.dim() in (3, 4, 5):
             return "conv"
@@ -66,31 +79,63 @@ def _exclusion_reason(kind: TargetKind, is_classifier: bool, excluded: bool, inc
     if excluded:
         return "matched by 'exclude'"
     if is_classifier:
-        return "it is the final classifier (set prune_classifier: true)"
+        return "it is the final classifier, whose outputs are the model's (set prune_classifier: true)"
     if kind == "norm":
         return "normalization weights are skipped (set prune_normalization: true)"
     if kind == "bias":
         return "biases are skipped (set prune_bias: true)"
     if kind == "other":
-        return "only conv/linear/norm weights and biases can be pruned"
+        return "only conv/linear/recurrent/norm weights and biases can be pruned"
     return None
 
 
-def select_targets(module: torch.nn.Module, cfg: MaskPruningSpec) -> list[PruneTarget]:
-    """Parameters of ``module`` that ``cfg`` prunes, in ``named_parameters()`` order, each with its final sparsity."""
-    params = list(module.named_parameters())
-    kinds = {name: classify(name, p) for name, p in params}
-    linear_names = [name for name, _ in params if kinds[name] == "linear"]
-    classifier = linear_names[-1] if linear_names else None
+@dataclass
+class TargetPlan:
+    """What a spec prunes in one model, and what it leaves out and why (for the report)."""
 
+    targets: list[PruneTarget]
+    classifier: list[str]  # parameters of the layers producing the outputs
+    classifier_source: str  # "graph", or "fallback: ..." with the reason
+    tied: dict[str, list[str]] = field(default_factory=dict)  # first name -> other names of the same tensor
+    not_prunable: list[NotPrunable] = field(default_factory=list)
+
+    def notes(self) -> list[str]:
+        """Caveats for report.notes: a classifier not found from the graph, ties, weights no method can prune."""
+        notes = []
+        if self.classifier_source != "graph":
+            notes.append(f"classifier {_some(self.classifier)} chosen by the {self.classifier_source}")
+        for first, others in self.tied.items():
+            notes.append(f"tied weights: {first!r} is the same tensor as {_some(others)}; counted and pruned once")
+        if self.not_prunable:
+            listed = "; ".join(f"{n.name} ({n.reason})" for n in self.not_prunable[:_LISTED_NAMES])
+            notes.append(f"{len(self.not_prunable)} weight tensor(s) not prunable: {listed}")
+        return notes
+
+
+def select_targets(
+    module: torch.nn.Module, cfg: MaskPruningSpec, example_input: SampleInput | None = None
+) -> list[PruneTarget]:
+    """Parameters of ``module`` that ``cfg`` prunes, in ``named_parameters()`` order, each with its final sparsity."""
+    return plan_targets(module, cfg, example_input).targets
+
+
+def plan_targets(module: torch.nn.Module, cfg: MaskPruningSpec, example_input: SampleInput | None = None) -> TargetPlan:
+    """Targets plus the classifier (from the graph of ``example_input``'s forward pass), ties and unprunable weights.
+
+    Each tensor is considered once (tied parameters under their first name); patterns match any of its names.
+    """
+    params, tied = unique_parameters(module)
+    kinds = {name: classify(name, p) for name, p in params}
+    classifier, source = find_classifier(module, params, example_input)
     targets: list[PruneTarget] = []
     reasons: dict[str, str] = {}  # why a parameter is not a target, for override errors
     for name, p in params:
+        names = [name, *tied.get(name, [])]
         kind = kinds[name]
-        is_classifier = name == classifier and not cfg.prune_classifier
+        is_classifier = name in classifier and not cfg.prune_classifier
         kind_skipped = (kind == "norm" and not cfg.prune_normalization) or (kind == "bias" and not cfg.prune_bias)
-        included = _matches(name, cfg.include)
-        excluded = _matches(name, cfg.exclude)
+        included = any(_matches(n, cfg.include) for n in names)
+        excluded = any(_matches(n, cfg.exclude) for n in names)
         if included and not excluded and not is_classifier and not kind_skipped and kind != "other":
             targets.append(PruneTarget(name, module_name_of(name), p, kind, cfg.sparsity))
         else:
@@ -102,7 +147,37 @@ def select_targets(module: torch.nn.Module, cfg: MaskPruningSpec) -> list[PruneT
             f"Parameters of this model: {_some([n for n, _ in params])}"
         )
     _apply_overrides(targets, cfg, reasons)
-    return targets
+    return TargetPlan(targets, sorted(classifier), source, tied, _not_prunable(params, kinds))
+
+
+def find_classifier(
+    module: torch.nn.Module, params: list[tuple[str, torch.nn.Parameter]], example_input: SampleInput | None
+) -> tuple[set[str], str]:
+    """Names of the output layers' parameters from the autograd graph, else the last 2-D weight (and why)."""
+    why = "rule 'last 2-D weight': no sample input to trace"
+    if example_input is not None:
+        found = output_parameters(module, example_input)
+        if not isinstance(found, str):
+            name_of = {storage_key(p): n for n, p in params}
+            return {name_of[k] for k in map(storage_key, found) if k in name_of}, "graph"
+        why = f"rule 'last 2-D weight': the output layers could not be traced ({found})"
+    linear = [name for name, p in params if classify(name, p) == "linear"]
+    return ({linear[-1]} if linear else set()), f"fallback {why}"
+
+
+def _not_prunable(params: list[tuple[str, torch.nn.Parameter]], kinds: dict[str, TargetKind]) -> list[NotPrunable]:
+    """Weight-like tensors (2+ dims) no method prunes: loose parameters whose dimensions have no known meaning."""
+    out = []
+    for name, p in params:
+        if kinds[name] == "other" and p.dim() >= 2:
+            why = (
+                "not floating-point"
+                if not p.is_floating_point()
+                else "a loose parameter, not the weight of a conv/linear/recurrent layer (e.g. a positional "
+                "embedding or class token), so its dimensions have no known meaning"
+            )
+            out.append(NotPrunable(name=name, shape=list(p.shape), reason=why))
+    return out
 
 
 def _apply_overrides(targets: list[PruneTarget], cfg: MaskPruningSpec, reasons: dict[str, str]) -> None:

@@ -131,13 +131,21 @@ def global_magnitude_threshold(tensors: Sequence[torch.Tensor], amount: float) -
     Returns ``-inf`` when nothing is to be pruned; ties at t are all pruned. float64 inputs fall back to ``kthvalue``
     on one float64 copy (their keys would need 63 bits).
     """
+    n = sum(t.numel() for t in tensors)
+    return threshold_for_count(tensors, num_to_prune(amount, n))
+
+
+@torch.no_grad()
+def threshold_for_count(tensors: Sequence[torch.Tensor], k: int) -> float:
+    """Magnitude t such that keeping ``|w| > t`` prunes the k smallest weights of all tensors (-inf for k <= 0)."""
     flats = [f for f in _flatten(tensors) if f.numel() > 0]
     n = sum(f.numel() for f in flats)
-    k = num_to_prune(amount, n)
-    if k == 0:
+    if k <= 0:
         return -math.inf
+    if k > n:
+        raise ValueError(f"cannot prune {k} of {n} weights")
     if any(f.dtype == torch.float64 for f in flats):
-        return sorted_threshold_reference(flats, amount)
+        return float(torch.cat([f.to(torch.float64) for f in flats]).abs_().kthvalue(k).values)
 
     passes = _KeyPass(flats)
     max_bits = min(_MAX_BIN_BITS, max(12, n.bit_length() - 3))  # small inputs: small histograms, a few more passes

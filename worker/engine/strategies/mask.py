@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from prunekit.spec import FinetuneSpec, MaskPruningSpec, PruningSpec
+from prunekit.spec.report import Report
 from worker.engine.errors import InvalidSpecError
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
+from worker.engine.models.calling import ModelInputs, batch_of, inputs_to
 from worker.engine.models.handle import LoadedModel
-from worker.engine.pruning import PruneTarget, select_targets
+from worker.engine.pruning import PruneTarget, TargetPlan, plan_targets
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, report_epoch
+from worker.engine.strategies.health import (
+    check_batch,
+    check_not_collapsed,
+    job_inputs,
+    layer_notes,
+    layer_sparsities,
+    probe,
+)
 from worker.engine.training.finetune import FinetuneResult
 from worker.engine.training.masking import MaskController
 from worker.engine.training.phases import PhaseInputs, prune_and_recover, recovery_spec, regularize_phase, renumber
@@ -19,6 +29,7 @@ class MaskStrategy(PruningStrategy):
 
     def __init__(self, cfg: MaskPruningSpec) -> None:
         self.cfg = cfg
+        self.plan: TargetPlan | None = None  # set by prune, read by fill_report
 
     @classmethod
     def for_spec(cls, cfg: PruningSpec) -> MaskStrategy:
@@ -32,8 +43,33 @@ class MaskStrategy(PruningStrategy):
         return self.cfg.sparsity
 
     def prune(self, state: JobState, model: LoadedModel, teacher: Measurement) -> PruneOutcome:
+        """Prune (while fine-tuning when there are data and epochs); fail if the outputs became constant."""
+        batch = check_batch(state, model)
+        before = probe(model, batch, state.device) if batch is not None else None
+        self.plan = plan_targets(model.module, self.cfg, _trace_input(state, model))
+        state.notes.extend(self.plan.notes())
+        outcome = self._prune(state, model, teacher, self.plan.targets)
+        state.notes.extend(layer_notes(self.plan.targets, self.cfg))
+        after = probe(model, batch, state.device) if before is not None and batch is not None else None
+        if before is not None and after is not None:
+            empty = [n for n, s in layer_sparsities(self.plan.targets).items() if s >= 1.0]
+            check_not_collapsed(before, after, empty)
+        return outcome
+
+    def fill_report(self, report: Report) -> None:
+        """The classifier found, how, and the weights no method could prune, in ``report.sparsity``."""
+        if self.plan is None:
+            return
+        report.sparsity.classifier = self.plan.classifier
+        report.sparsity.classifier_source = self.plan.classifier_source
+        report.sparsity.not_prunable = self.plan.not_prunable
+        if not report.sparsity.tied:
+            report.sparsity.tied = self.plan.tied
+
+    def _prune(
+        self, state: JobState, model: LoadedModel, teacher: Measurement, targets: list[PruneTarget]
+    ) -> PruneOutcome:
         """Prune once without data or epochs; otherwise (regularize, then) prune while fine-tuning."""
-        targets = select_targets(model.module, self.cfg)
         names = [t.name for t in targets]
         ft = state.spec.finetune
         if state.data is None or (ft.epochs == 0 and ft.regularize_epochs == 0):
@@ -88,3 +124,9 @@ class MaskStrategy(PruningStrategy):
             )
             ft = ft.model_copy(update={"batch_size": model.fixed_batch_size})
         return ft
+
+
+def _trace_input(state: JobState, model: LoadedModel) -> ModelInputs | None:
+    """The job's sample, batched as the model runs it, on the model's device: traced to find the classifier."""
+    sample = job_inputs(state)
+    return inputs_to(batch_of(sample, model.fixed_batch_size or 1), state.device) if sample else None

@@ -10,20 +10,27 @@ from safetensors.torch import save_file
 
 from prunekit.spec import FinetuneSpec, PruningSpec, StructuralPruning
 from prunekit.spec.job import LatencySpec
-from prunekit.spec.report import Report, StructuralReport
+from prunekit.spec.report import GateResult, Report, StructuralReport
 from worker.engine.data import Dataset
 from worker.engine.errors import InvalidSpecError
 from worker.engine.evaluation.latency import measure_latency
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
+from worker.engine.models.architectures import build_architecture
 from worker.engine.models.handle import LoadedModel
+from worker.engine.models.outputs import output_tensors
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, default_output_format, report_epoch
-from worker.engine.structural import GradientFn, LatencyFn, Widths, prune_structurally
+from worker.engine.structural import GradientFn, LatencyFn, Widths, prune_structurally, rebuild_from_widths
 from worker.engine.training.finetune import EpochCallback, FinetuneResult, TrainContext, finetune
 from worker.engine.training.masking import NoMasks
 from worker.engine.training.regularizers import RegularizedLoss
 
 TAYLOR_BATCHES = 8
+NOTHING_REMOVED = (
+    "structural pruning removed nothing: every prunable layer is excluded, produces the model's outputs, or is "
+    "coupled to a layer that must keep its channels (e.g. an excluded LSTM or loose parameter); the artifact is "
+    "the original model, so the gate 'channels_removed' is missed"
+)
 
 
 class StructuralStrategy(PruningStrategy):
@@ -32,6 +39,8 @@ class StructuralStrategy(PruningStrategy):
     def __init__(self, cfg: StructuralPruning) -> None:
         self.cfg = cfg
         self.section: StructuralReport | None = None  # set by prune, completed by write_sidecars
+        self.notes: list[str] = []  # the job's notes (write_sidecars adds to them)
+        self.sample: torch.Tensor | None = None
 
     @classmethod
     def for_spec(cls, cfg: PruningSpec) -> StructuralStrategy:
@@ -58,19 +67,65 @@ class StructuralStrategy(PruningStrategy):
             result, self.section = remove_and_recover(
                 model, self.cfg, state, teacher, lambda r, f: report_epoch(state, r, f)
             )
+        self.notes, self.sample = state.notes, state.sample
         state.notes.append(
             "structural pruning: channels removed physically; "
             f"MACs {self.section.macs_before} -> {self.section.macs_after}"
         )
+        if removed_nothing(self.section):
+            state.notes.append(NOTHING_REMOVED)
         return PruneOutcome(result, [])  # no parameter is a mask target: sparsity stats count none
 
     def write_sidecars(self, model: LoadedModel, out_dir: Path) -> None:
         """The state-dict and widths that rebuild the registered architecture (if the model has one)."""
         assert self.section is not None, "prune runs before write_sidecars"
-        self.section.sidecar_files = write_state_dict_sidecar(model, out_dir, self.section.widths)
+        files = write_state_dict_sidecar(model, out_dir, self.section.widths)
+        problem = check_sidecar(model, self.section.widths, self.sample) if files else None
+        if problem:
+            for name in files:
+                (out_dir / name).unlink(missing_ok=True)
+            files = []
+            self.notes.append(f"no state-dict sidecar: the architecture rebuilt from the widths {problem}")
+        self.section.sidecar_files = files
 
     def fill_report(self, report: Report) -> None:
+        """The structural section; a job that removed nothing misses the gate 'channels_removed'."""
         report.structural = self.section
+        if self.section is not None and removed_nothing(self.section):
+            report.gates.append(
+                GateResult(
+                    name="channels_removed",
+                    value=0.0,
+                    threshold=self.cfg.channel_sparsity,
+                    comparison=">=",
+                    passed=False,
+                    reason="no channel was removed (value: share of parameters removed)",
+                )
+            )
+            report.status = "gate_missed"
+
+
+def removed_nothing(section: StructuralReport) -> bool:
+    """No layer changed width: the model is as large as before."""
+    return not section.widths and section.params_after >= section.params_before
+
+
+def check_sidecar(model: LoadedModel, widths: Widths, sample: torch.Tensor | None) -> str | None:
+    """Why the sidecar cannot rebuild the pruned model (its architecture, resized, loading the state dict), or None."""
+    assert model.architecture is not None
+    try:
+        rebuilt = rebuild_from_widths(lambda: build_architecture(model.architecture or "", model.arch_kwargs), widths)
+        rebuilt.load_state_dict(model.module.state_dict(), strict=True)
+        if sample is None:
+            return None
+        device = next(model.module.parameters()).device
+        with torch.no_grad():
+            got = output_tensors(rebuilt.to(device).eval()(sample.to(device)))
+            want = output_tensors(model.module.eval()(sample.to(device)))
+        same = len(got) == len(want) and all(torch.allclose(a, b, atol=1e-5) for a, b in zip(got, want, strict=True))
+    except Exception as exc:  # any failure means the sidecar would not work for the user either
+        return f"fails: {type(exc).__name__}: {str(exc)[:200]}"
+    return None if same else "gives different outputs"
 
 
 def gradient_fn(data: Dataset, batch_size: int, device: torch.device) -> GradientFn:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -12,8 +13,9 @@ import torch
 from prunekit.spec import FinetuneSpec
 from prunekit.spec.report import EpochRecord
 from worker.engine.data import Dataset
-from worker.engine.errors import InvalidSpecError
+from worker.engine.errors import InvalidSpecError, UnsupportedError
 from worker.engine.evaluation.metrics import autocast_context, predict_logits, split_metrics
+from worker.engine.models.calling import caller, inputs_to, main_output, rows
 from worker.engine.models.handle import LoadedModel
 from worker.engine.training.divergence import ADVICE, DivergenceGuard
 from worker.engine.training.masking import MaskController, NoMasks
@@ -63,21 +65,21 @@ def _train_epoch(
     guard: DivergenceGuard,
 ) -> tuple[int, float, float | None]:
     module, data = ctx.model.module, ctx.data
+    inputs = data.train_inputs()
+    call = caller(module, list(inputs))
     ctx.model.set_train(True)
     total_loss, correct, seen = 0.0, 0, 0
     for idx in _batches(len(data.x_train), spec.batch_size, gen, ctx.fixed_batch is not None):
-        x = data.x_train[idx].to(ctx.device, non_blocking=True)
+        x = inputs_to(rows(inputs, idx), ctx.device)
         y = data.y_train[idx].to(ctx.device) if data.y_train is not None else None
         t_logits = ctx.teacher_train_logits[idx].to(ctx.device) if ctx.teacher_train_logits is not None else None
         with autocast_context(ctx.device, ctx.amp):
-            logits = module(x)
-            if isinstance(logits, (tuple, list)):
-                logits = logits[0]
+            logits = main_output(call(x))
         loss = ctx.loss(logits, y, t_logits)
         loss_value = float(loss.detach())
         guard.check(loss_value, int(logits.shape[-1]), step + 1)
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        _backward(loss)
         if spec.max_grad_norm is not None:
             torch.nn.utils.clip_grad_norm_(module.parameters(), spec.max_grad_norm)
         optimizer.step()
@@ -92,6 +94,21 @@ def _train_epoch(
     return step, total_loss / max(seen, 1), acc
 
 
+def _backward(loss: torch.Tensor) -> None:
+    """loss.backward(); a model recorded with inference-only kernels cannot be fine-tuned: say why and what to do."""
+    try:
+        loss.backward()
+    except RuntimeError as exc:
+        found = re.search(r"derivative for (\S+) is not implemented", str(exc))
+        if found is None:
+            raise
+        raise UnsupportedError(
+            f"cannot fine-tune this model: it runs {found.group(1)}, an inference-only kernel (recorded when the model "
+            "was traced or exported under torch.no_grad); save it with gradients enabled, or set finetune.epochs "
+            "to 0 to prune without fine-tuning"
+        ) from None
+
+
 def _check_finite(module: torch.nn.Module, epoch: int) -> None:
     """Weights or statistics that overflowed make a model that cannot be delivered: stop with advice."""
     bad = [n for n, t in module.state_dict().items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
@@ -101,7 +118,7 @@ def _check_finite(module: torch.nn.Module, epoch: int) -> None:
 
 def _validate(ctx: TrainContext) -> tuple[float | None, float | None]:
     """Validation (loss, accuracy); without labels the loss is the distillation KL to the original."""
-    logits = predict_logits(ctx.model.module, ctx.data.x_val, ctx.eval_batch_size, ctx.device, ctx.fixed_batch)
+    logits = predict_logits(ctx.model.module, ctx.data.val_inputs(), ctx.eval_batch_size, ctx.device, ctx.fixed_batch)
     if ctx.data.y_val is not None:
         m = split_metrics(logits, ctx.data.y_val)
         return m.loss, m.accuracy

@@ -1,0 +1,1 @@
+"""The /v1/webhook-secret API: each API key signs its own webhooks."""
