@@ -118,9 +118,8 @@ class Run:
     def row(self) -> dict[str, Any]:
         t = self.task
         head = {"group": t.group, "method": t.method, "schedule": t.schedule, "sparsity": t.sparsity, "seed": t.seed}
-        measured = {f"sparsity_{k}": round(v, 4) for k, v in self.sparsity_measured.items()}
-        tail = measured | {"epochs_run": self.epochs_run}
-        tail |= {"best_epoch": self.best_epoch, "seconds": round(self.seconds, 2)}
+        tail: dict[str, Any] = {f"sparsity_{k}": round(v, 4) for k, v in self.sparsity_measured.items()}
+        tail |= {"epochs_run": self.epochs_run, "best_epoch": self.best_epoch, "seconds": round(self.seconds, 2)}
         return head | {k: round(v, 5) for k, v in self.metrics.items()} | tail
 
 
@@ -226,8 +225,8 @@ def evaluate(model: nn.Module, data: Digits) -> dict[str, float]:
     train = split_metrics(train_logits, data.ds.y_train)
     val = split_metrics(predict_logits(model, data.ds.x_val, 1024, CPU), data.ds.y_val)
     test = split_metrics(predict_logits(model, data.x_test, 1024, CPU), data.y_test)
-    pred = train_logits.argmax(1)
-    assert train.accuracy is not None and val.accuracy is not None and test.accuracy is not None
+    pred, noisy = train_logits.argmax(1), data.ds.y_train
+    assert noisy is not None and train.accuracy is not None and val.accuracy is not None and test.accuracy is not None
     return {
         "train_acc": train.accuracy,
         "train_loss": train.loss or 0.0,
@@ -237,7 +236,7 @@ def evaluate(model: nn.Module, data: Digits) -> dict[str, float]:
         "test_acc": test.accuracy,
         "train_clean_acc": float((pred == data.y_train_clean).float().mean()),
         # Of the flipped training samples, the fraction predicted as their wrong label: memorised noise.
-        "noise_fit": float((pred[data.flipped] == data.ds.y_train[data.flipped]).float().mean()),
+        "noise_fit": float((pred[data.flipped] == noisy[data.flipped]).float().mean()),
     }
 
 
@@ -282,7 +281,7 @@ def _build(
 def run_task(setup: Setup, task: Task, dense: dict[str, torch.Tensor] | None = None) -> Run:
     """One point of one seed, in this process (single-threaded: the pool runs two of these at once)."""
     torch.set_num_threads(1)
-    setup = replace(setup, **dict(task.setup_override))
+    setup = replace(setup, **dict[str, Any](task.setup_override))
     started = time.perf_counter()
     data = make_digits(setup, task.seed)
     model, fit = _build(setup, task, data, dense)
