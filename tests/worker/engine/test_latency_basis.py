@@ -68,3 +68,18 @@ def test_a_state_dict_job_is_timed_against_the_original_in_the_artifacts_format(
     assert any("the artifact's format differs" in n for n in report.notes)
     # Nothing but the artifact and its sidecars is left in the output folder (the baseline went to a temp folder).
     assert not any(p.name.startswith("baseline") for p in (tmp_path / "out").iterdir())
+
+
+def test_a_budget_search_times_each_candidate_beside_the_original() -> None:
+    # Interleaved, a model against its own copy reads 1.0x: the budget search compares like this at every step.
+    import copy
+
+    import torch
+
+    from prunekit.spec.job import LatencySpec
+    from worker.engine.evaluation.latency import interleaved_speedup
+
+    model = TinyResNet(num_classes=10).eval()
+    measure = interleaved_speedup(torch.randn(1, 1, 8, 8), LatencySpec(repeats=40, warmup=3), torch.device("cpu"))
+    ratio, before, after = measure(model, copy.deepcopy(model))
+    assert 0.8 < ratio < 1.25 and before > 0 and after > 0

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -19,6 +19,8 @@ from prunekit.spec.job import LatencySpec
 from prunekit.spec.report import LatencyStats, SpeedupStats
 from worker.engine.models.calling import batch_of, caller, inputs_to
 
+# A latency budget's measurement: (speedup, reference seconds, candidate seconds) of (reference, candidate).
+SpeedupFn = Callable[[torch.nn.Module, torch.nn.Module], tuple[float, float, float]]
 Sample = torch.Tensor | Mapping[str, torch.Tensor]  # one sample ([1, ...]) of one input, or of named inputs
 
 
@@ -99,6 +101,22 @@ def speedup_of(before_ms: Sequence[float], after_ms: Sequence[float], basis: str
         within_noise=low <= 1.0 <= high,
         basis=basis,
     )
+
+
+def interleaved_speedup(sample: Sample, spec: LatencySpec, device: torch.device) -> SpeedupFn:
+    """(speedup, before s, after s) of a candidate against a reference, timed together round by round.
+
+    For latency budgets: two medians measured at different moments differ by the machine's load, which a
+    search would otherwise follow; the median of paired ratios does not.
+    """
+
+    def measure(reference: torch.nn.Module, candidate: torch.nn.Module) -> tuple[float, float, float]:
+        times, _ = time_interleaved([reference, candidate], sample, spec, device)
+        ratio = speedup_of(times[0], times[1], "interleaved").median
+        before, after = statistics.median(times[0]) / 1000.0, statistics.median(times[1]) / 1000.0
+        return (ratio if ratio is not None else 1.0), before, after
+
+    return measure
 
 
 def _sync(device: torch.device) -> None:

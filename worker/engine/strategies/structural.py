@@ -9,18 +9,17 @@ import torch
 from safetensors.torch import save_file
 
 from prunekit.spec import FinetuneSpec, PruningSpec, StructuralPruning
-from prunekit.spec.job import LatencySpec
 from prunekit.spec.report import GateResult, Report, StructuralReport
 from worker.engine.data import Dataset
 from worker.engine.errors import InvalidSpecError
-from worker.engine.evaluation.latency import measure_latency
+from worker.engine.evaluation.latency import interleaved_speedup
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
 from worker.engine.models.architectures import build_architecture
 from worker.engine.models.handle import LoadedModel
 from worker.engine.models.outputs import output_tensors
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, default_output_format, report_epoch
-from worker.engine.structural import GradientFn, LatencyFn, Widths, prune_structurally, rebuild_from_widths
+from worker.engine.structural import GradientFn, Widths, prune_structurally, rebuild_from_widths
 from worker.engine.training.finetune import EpochCallback, FinetuneResult, TrainContext, finetune
 from worker.engine.training.masking import NoMasks
 from worker.engine.training.regularizers import RegularizedLoss
@@ -142,15 +141,6 @@ def gradient_fn(data: Dataset, batch_size: int, device: torch.device) -> Gradien
     return run
 
 
-def latency_fn(sample: torch.Tensor, spec: LatencySpec, device: torch.device) -> LatencyFn:
-    """Median latency in seconds, measured the way the report measures it (for latency budgets)."""
-
-    def run(module: torch.nn.Module) -> float:
-        return measure_latency(module, sample.to(device), spec, device).median_ms / 1000.0
-
-    return run
-
-
 def remove_and_recover(
     model: LoadedModel,
     cfg: StructuralPruning,
@@ -168,7 +158,7 @@ def remove_and_recover(
         cfg,
         state.sample.to(device),
         data_fn,
-        latency_fn(state.sample, state.spec.evaluation.latency, device),
+        speedup_fn=interleaved_speedup(state.sample, state.spec.evaluation.latency, device),
     )
     model.module = pruned.module.to(device)
     section = StructuralReport.model_validate(pruned.to_dict())

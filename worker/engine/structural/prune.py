@@ -20,8 +20,10 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from prunekit.spec.job import LatencySpec
 from prunekit.spec.pruning import StructuralPruning
 from worker.engine.errors import EngineError, InvalidSpecError, UnsupportedError
+from worker.engine.evaluation.latency import SpeedupFn, interleaved_speedup
 from worker.engine.structural.checks import (
     OUTPUT_PRODUCERS,
     check_same_output_shapes,
@@ -89,11 +91,13 @@ def prune_structurally(
     example_input: torch.Tensor,
     data_fn: GradientFn | None = None,
     latency_fn: LatencyFn | None = None,
+    speedup_fn: SpeedupFn | None = None,
 ) -> StructuralResult:
     """Remove channels from a copy of `model` per `cfg`; `model` itself is left unchanged.
 
-    `data_fn` (forward+backward on job batches) is required by importance 'taylor'; `latency_fn`
-    is used by `target_speedup` (default: median CPU time of `example_input`).
+    `data_fn` (forward+backward on job batches) is required by importance 'taylor'. `target_speedup` measures
+    each candidate with `speedup_fn` against the unpruned model, timed interleaved (default on
+    `example_input`), or, given a per-module `latency_fn`, with that (e.g. a deterministic cost model).
     """
     started = time.perf_counter()
     importance = _check_request(model, cfg, data_fn)
@@ -129,8 +133,10 @@ def prune_structurally(
         steps = cfg.iterative_steps
     else:
         if cfg.target_speedup is not None:
-            latency_fn = latency_fn or default_latency_fn(example_input)
-            latency_before = latency_fn(model)
+            speedup_fn = speedup_fn or (
+                separate_speedup(latency_fn) if latency_fn else default_speedup_fn(example_input)
+            )
+            reference = copy.deepcopy(model)  # unpruned, timed beside every candidate
         steps = 0
         ratio = 0.0
         reached = 1.0
@@ -152,9 +158,8 @@ def prune_structurally(
             _step(pruner, importance, model, data_fn, names)
             steps += 1
             if cfg.target_speedup is not None:
-                assert latency_fn is not None and latency_before is not None
-                latency_after = latency_fn(model)
-                reached = latency_before / max(latency_after, 1e-12)
+                assert speedup_fn is not None
+                reached, latency_before, latency_after = speedup_fn(reference, model)
             else:
                 reached = macs_before / max(_count(model, example_input)[0], 1)
 
@@ -237,6 +242,25 @@ def output_layers(graph: tp.DependencyGraph) -> list[nn.Module]:
             continue
         stack.extend(node.inputs)
     return found
+
+
+def default_speedup_fn(example_input: torch.Tensor, rounds: int = 15, warmup: int = 3) -> SpeedupFn:
+    """Speedup of a candidate over the reference, timed interleaved on `example_input` (median of paired ratios)."""
+    spec = LatencySpec(batch_size=1, repeats=max(3, rounds), warmup=warmup)
+    return interleaved_speedup(example_input, spec, example_input.device)
+
+
+def separate_speedup(latency_fn: LatencyFn) -> SpeedupFn:
+    """A SpeedupFn from a per-module latency function; the reference is measured once."""
+    before: dict[int, float] = {}
+
+    def measure(reference: nn.Module, candidate: nn.Module) -> tuple[float, float, float]:
+        if id(reference) not in before:
+            before[id(reference)] = latency_fn(reference)
+        b, a = before[id(reference)], latency_fn(candidate)
+        return b / max(a, 1e-12), b, a
+
+    return measure
 
 
 def default_latency_fn(example_input: torch.Tensor, runs: int = 15, warmup: int = 3) -> LatencyFn:
