@@ -5,7 +5,7 @@ from worker.engine.structural.prune import (
     LatencyFn,
     StructuralResult,
     Widths,
-    default_latency_fn,
+    default_speedup_fn,
     prune_structurally,
     rebuild_from_widths,
 )
@@ -17,7 +17,7 @@ __all__ = [
     "LatencyFn",
     "StructuralResult",
     "Widths",
-    "default_latency_fn",
+    "default_speedup_fn",
     "make_importance",
     "prune_structurally",
     "rebuild_from_widths",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import statistics
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -36,7 +35,7 @@ from worker.engine.structural.checks import (
 from worker.engine.structural.importance import ChannelImportance, GradientFn, make_importance
 from worker.engine.structural.widths import Widths, direct_shapes, layer_widths, rebuild_from_widths
 
-__all__ = ["LatencyFn", "StructuralResult", "Widths", "default_latency_fn", "prune_structurally", "rebuild_from_widths"]
+__all__ = ["LatencyFn", "StructuralResult", "Widths", "default_speedup_fn", "prune_structurally", "rebuild_from_widths"]
 
 LatencyFn = Callable[[nn.Module], float]
 """Latency of one forward pass of the module (any unit, used only as a ratio)."""
@@ -259,23 +258,6 @@ def separate_speedup(latency_fn: LatencyFn) -> SpeedupFn:
             before[id(reference)] = latency_fn(reference)
         b, a = before[id(reference)], latency_fn(candidate)
         return b / max(a, 1e-12), b, a
-
-    return measure
-
-
-def default_latency_fn(example_input: torch.Tensor, runs: int = 15, warmup: int = 3) -> LatencyFn:
-    """Median wall time (seconds) of `runs` forward passes of `example_input` after `warmup` passes."""
-
-    @torch.inference_mode()
-    def measure(module: nn.Module) -> float:
-        for _ in range(warmup):
-            module(example_input)
-        times = []
-        for _ in range(runs):
-            start = time.perf_counter()
-            module(example_input)
-            times.append(time.perf_counter() - start)
-        return statistics.median(times)
 
     return measure
 
