@@ -3,6 +3,7 @@ endpoint requests per second, and the API's peak memory during a large streamed 
 
 Run from the repository root with Redis and PostgreSQL up:
     .venv/bin/python benchmarks/bench_service.py --json var/bench_service.json
+    .venv/bin/python benchmarks/bench_service.py --only status   # GET /v1/jobs/{id} vs GET /livez, PostgreSQL
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import platform
 import secrets
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -106,6 +108,90 @@ def status_rps(base_url: str, headers: dict[str, str], seconds: float, conc: int
     return asyncio.run(_status_load(base_url, headers, job["id"], seconds, conc))
 
 
+LOADGEN = Path(__file__).resolve().parent / "http_load.py"
+
+
+def _loadgen(port: int, path: str, seconds: float, clients: int, headers: dict[str, str]) -> dict[str, Any]:
+    """Run benchmarks/http_load.py in its own process (so the client's CPU is not the API's event loop)."""
+    cmd = [sys.executable, str(LOADGEN), "--port", str(port), "--path", path, "--seconds", str(seconds)]
+    cmd += ["--clients", str(clients), *(a for k, v in headers.items() for a in ("--header", f"{k}: {v}"))]
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=seconds + 60)
+    return dict(json.loads(out.stdout))
+
+
+def loadgen_ceiling(tmp: Path, seconds: float, clients: int) -> dict[str, Any]:
+    """The load generator against a trivial fixed-reply server: what it can drive at most on this machine."""
+    port = free_port()
+    server = ManagedProcess("trivial", [sys.executable, str(LOADGEN), "--serve", str(port)], base_env(), tmp).start()
+    try:
+        wait_for(lambda: _port_open(port), 30, "the trivial server")
+        return _loadgen(port, "/", seconds, clients, {})
+    finally:
+        server.stop()
+
+
+def _port_open(port: int) -> bool:
+    try:
+        httpx.get(f"http://127.0.0.1:{port}/", timeout=1)
+        return True
+    except httpx.HTTPError:
+        return False
+
+
+def start_production_api(env: dict[str, str], tmp: Path, port: int, workers: int) -> ManagedProcess:
+    """The API as `python -m service.main` serves it (access log on, at INFO), with `workers` processes."""
+    env = {**env, "PRUNEKIT_PORT": str(port), "WEB_CONCURRENCY": str(workers)}
+    api = ManagedProcess("api-prod", [sys.executable, "-m", "service.main"], env, tmp).start()
+
+    def up() -> bool:
+        if not api.alive():
+            raise RuntimeError(f"the API exited:\n{api.log_text()[-4000:]}")
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/livez", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(up, 60, "the API to answer /livez")
+    return api
+
+
+def status_vs_livez(tmp: Path, key: str, args: argparse.Namespace) -> dict[str, Any]:
+    """GET /v1/jobs/{id} on PostgreSQL against GET /livez of the same server: req/s, latency and their ratio."""
+    headers = {"Authorization": f"Bearer {key}"}
+    db_name, db_url = create_pg_database()
+    env = base_env()
+    env.update({
+        "PRUNEKIT_DATABASE_URL": db_url, "PRUNEKIT_BROKER_URL": REDIS_URL,
+        "PRUNEKIT_BROKER_KEY_PREFIX": f"bench-{secrets.token_hex(4)}:", "PRUNEKIT_STORAGE_DIR": str(tmp / "storage"),
+        "PRUNEKIT_API_KEYS": f"bench:{key}", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+    })  # fmt: skip
+    port = free_port()
+    api = start_production_api(env, tmp, port, args.api_workers)
+    result: dict[str, Any] = {"api_workers": args.api_workers, "clients": args.concurrency, "rounds": []}
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+            model = c.post("/v1/files", files={"file": ("m.pt", b"x")}).json()["id"]
+            job = c.post("/v1/jobs", json={"spec": json.loads(SPEC), "model_file_id": model}).json()["id"]
+        _loadgen(port, f"/v1/jobs/{job}", 2, args.concurrency, headers)  # warm-up: pools, caches
+        # Short windows in ABBA order: other load on a shared machine then falls on both endpoints alike.
+        for i in range(args.rounds):
+            runs = {}
+            for name in ("livez", "status") if i % 2 == 0 else ("status", "livez"):
+                path, hdrs = ("/livez", {}) if name == "livez" else (f"/v1/jobs/{job}", headers)
+                runs[name] = _loadgen(port, path, args.window, args.concurrency, hdrs)
+            result["rounds"].append({**runs, "ratio": round(runs["status"]["rps"] / runs["livez"]["rps"], 3)})
+    finally:
+        api.stop()
+        drop_pg_database(db_name)
+    for name in ("livez", "status"):
+        result[f"median_{name}_rps"] = statistics.median(r[name]["rps"] for r in result["rounds"])
+        result[f"median_{name}_p50_ms"] = statistics.median(r[name]["p50_ms"] for r in result["rounds"])
+        result[f"median_{name}_p99_ms"] = statistics.median(r[name]["p99_ms"] for r in result["rounds"])
+    result["errors"] = sum(r[n]["errors"] for r in result["rounds"] for n in ("livez", "status"))
+    result["median_ratio"] = statistics.median(r["ratio"] for r in result["rounds"])
+    return result
+
+
 def _rss_kib(pid: int, field: str) -> int:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -159,6 +245,10 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=16)
     ap.add_argument("--upload-mb", type=int, default=256)
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--only", choices=["all", "status"], default="all")
+    ap.add_argument("--api-workers", type=int, default=2, help="uvicorn processes for the status benchmark")
+    ap.add_argument("--rounds", type=int, default=8, help="status benchmark: rounds of one /livez + one status window")
+    ap.add_argument("--window", type=float, default=2, help="status benchmark: seconds per window")
     args = ap.parse_args()
     results: dict[str, Any] = {
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -167,6 +257,11 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="bench-service-"))
     key = "bench-" + secrets.token_hex(6)
     headers = {"Authorization": f"Bearer {key}"}
+    results["loadgen_ceiling"] = loadgen_ceiling(tmp, args.seconds, args.concurrency)
+    results["status_vs_livez_postgresql"] = status_vs_livez(tmp, key, args)
+    if args.only == "status":
+        _report(results, args.json)
+        return
 
     # 1. Distributed: Redis + PostgreSQL + local storage, one API process and one worker.
     db_name, db_url = create_pg_database()
@@ -217,12 +312,16 @@ def main() -> None:
         results["status_rps_sqlite"] = status_rps(ebase, headers, args.seconds, args.concurrency)
     finally:
         emb.stop()
+    _report(results, args.json)
+
+
+def _report(results: dict[str, Any], path: Path | None) -> None:
     results["load_avg_at_end"] = os.getloadavg()
     text = json.dumps(results, indent=2)
     print(text)
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(text)
+    if path:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 from jobstore.models import JobRecord
 from jobstore.repositories import jobs as repo
 from jobstore.repositories.jobs import LeaseInfo
+from jobstore.webhooks import events as webhook_events
 from prunekit.spec.api import TERMINAL_STATUSES, ErrorCode, EventKind, JobStatus, WebhookState
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,8 @@ def notify(session: Session, sender: WebhookSender, job_id: str) -> bool:
     """Queue the webhook of a job that just ended (if it has one); commits `session` first. Returns whether sent."""
     job = repo.get_job_any(session, job_id)
     if job is None or not job.webhook_url:
+        return False
+    if not webhook_events.wanted(job):  # the job's filter leaves this end out: nothing to send, nothing pending
         return False
     repo.set_webhook_state(session, job_id, WebhookState.PENDING)
     queue = job.queue

@@ -6,11 +6,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from jobstore.db import Base, UTCDateTime, enum_column, utcnow
 from jobstore.settings import OWNER_MAX_LENGTH
-from prunekit.spec.api import EventKind, GateStatus, JobStatus, TrialStatus, WebhookState
+from prunekit.spec.api import EventKind, GateStatus, JobStatus, TrialStatus, UploadState, WebhookState
 
 # SQLite only autoincrements INTEGER PRIMARY KEY; BigInteger elsewhere.
 PK = BigInteger().with_variant(Integer(), "sqlite")
@@ -55,6 +55,8 @@ class JobRecord(Base):
     data_file_id: Mapped[str | None] = mapped_column(String(40), nullable=True)
     webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     webhook_state: Mapped[WebhookState | None] = mapped_column(enum_column(WebhookState), nullable=True)
+    # Which webhook event types the job's end is sent for (jobstore.webhooks.events); null: all of them.
+    webhook_events: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
     idempotency_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     request_hash: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -77,6 +79,10 @@ class JobRecord(Base):
     # Who runs it now: a random token per attempt, valid until lease_expires_at unless renewed.
     lease_token: Mapped[str | None] = mapped_column(String(64), nullable=True)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # Read-only: the repository writes and deletes the rows; selectin loads a whole list's pairs in one query.
+    meta_rows: Mapped[list[JobMetadataRecord]] = relationship(
+        viewonly=True, lazy="selectin", order_by="JobMetadataRecord.key"
+    )
 
 
 class JobEvent(Base):
@@ -140,3 +146,59 @@ class WebhookSecretRecord(Base):
     owner: Mapped[str] = mapped_column(String(OWNER_MAX_LENGTH), primary_key=True)
     generation: Mapped[int] = mapped_column(Integer)
     rotated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class JobMetadataRecord(Base):
+    """One metadata pair of a job (git SHA, branch, PR): a row each, so lists can filter on key and value."""
+
+    __tablename__ = "job_metadata"
+    __table_args__ = (Index("ix_job_metadata_key_value", "key", "value"),)
+
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(256))
+
+
+class WebhookDeliveryRecord(Base):
+    """One attempt to deliver a job's webhook (the job's delivery log), deleted with the job."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_job_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(String(40), ForeignKey("jobs.id", ondelete="CASCADE"))
+    attempt: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    event_type: Mapped[str] = mapped_column(String(32))
+    message_id: Mapped[str] = mapped_column(String(96))
+    ok: Mapped[bool] = mapped_column(Boolean)
+    status_code: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    duration_ms: Mapped[float] = mapped_column(Float)
+
+
+class UploadSessionRecord(Base):
+    """A resumable upload (/v1/uploads): its chunks are staged by the storage until it is published as a file."""
+
+    __tablename__ = "upload_sessions"
+    __table_args__ = (Index("ix_upload_sessions_owner_state", "owner", "state"),)
+
+    pk: Mapped[int] = mapped_column(PK, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(40), unique=True)
+    owner: Mapped[str] = mapped_column(String(OWNER_MAX_LENGTH))
+    name: Mapped[str] = mapped_column(String(255))
+    kind: Mapped[str] = mapped_column(String(16))
+    size: Mapped[int] = mapped_column(BigInteger)
+    # The sha256 announced at creation, checked on completion.
+    sha256: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    chunk_size: Mapped[int] = mapped_column(BigInteger)
+    received: Mapped[int] = mapped_column(BigInteger, default=0)
+    state: Mapped[UploadState] = mapped_column(enum_column(UploadState), default=UploadState.OPEN)
+    # The file it becomes, id chosen up front: an S3 multipart upload is made for its final key.
+    file_id: Mapped[str] = mapped_column(String(40))
+    storage_key: Mapped[str] = mapped_column(String(255))
+    # The storage's handle on the staged parts (the S3 UploadId; null for local storage) and the parts it made.
+    staging_ref: Mapped[str | None] = mapped_column(String(1024), nullable=True)
+    parts: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

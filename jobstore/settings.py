@@ -59,8 +59,33 @@ class Settings(BaseSettings):
     s3_part_size: int = Field(default=8 * 1024 * 1024, ge=5 * 1024 * 1024)
 
     # Uploads
-    max_upload_bytes: int = Field(default=2 * 1024**3, ge=1)
+    # 20 GiB: a 7B-parameter model in bf16 (~14 GB) with its tokenizer and config, with room to spare.
+    max_upload_bytes: int = Field(default=20 * 1024**3, ge=1, description="Largest file one upload may store.")
+    upload_chunk_bytes: int = Field(
+        default=32 * 1024**2,
+        ge=1,
+        description="Bytes per chunk of a resumable upload (/v1/uploads); on S3 at least 5 MiB (a multipart part).",
+    )
     max_form_field_bytes: int = Field(default=1024 * 1024, ge=1)
+
+    # Quotas: per API key; submit and upload answer 429 with Retry-After beyond them
+    max_active_jobs_per_key: int = Field(default=20, ge=1, description="Queued plus running jobs of one key.")
+    max_stored_bytes_per_key: int = Field(
+        default=200 * 1024**3, ge=1, description="Bytes of one key's uploaded files and job artifacts."
+    )
+    quota_retry_after: int = Field(
+        default=10, ge=1, description="Seconds a client over its quota is told to wait (Retry-After)."
+    )
+    max_finetune_epochs: int = Field(
+        default=1000, ge=0, description="Most epochs a spec may ask for (finetune.epochs, finetune.regularize_epochs)."
+    )
+    max_sweep_trials: int = Field(default=200, ge=1, description="Most trials of one sweep (grid points x seeds).")
+    file_ttl_seconds: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="Uploaded files are removed this long after their upload, unless a queued or running job uses "
+        "them.",
+    )
 
     # Auth: "name:key,name2:key2"
     api_keys: SecretStr | None = None
@@ -96,7 +121,19 @@ class Settings(BaseSettings):
     progress_interval: float = Field(
         default=0.5, ge=0, description="Least seconds between two progress writes of one job."
     )
+    events_poll_interval: float = Field(
+        default=1.0, gt=0, description="How often a live event stream (SSE) looks for new events of its job."
+    )
+    events_keepalive: float = Field(
+        default=15.0, gt=0, description="Seconds of silence after which a live event stream sends a keep-alive."
+    )
     engine_isolate: bool = True
+    worker_threads: int | None = Field(
+        default=None,
+        ge=1,
+        description="CPU threads of each job's torch (set in its sandbox before torch loads); default: the cores "
+        "available to the worker less one, divided by its concurrency (-c), at least 1.",
+    )
     work_dir: Path | None = None
     sandbox_stale_after: float | None = Field(
         default=None,

@@ -40,6 +40,7 @@ def job_view(job: JobRecord) -> Job:
             "spec": job.spec,
             "artifact": artifact,
             "links": links,
+            "metadata": {row.key: row.value for row in job.meta_rows},
         }
     )
 

@@ -17,7 +17,7 @@ from jobstore.broker import Broker
 from jobstore.db import Database, run_migrations
 from jobstore.settings import Settings
 from jobstore.storage import make_storage
-from jobstore.storage.cleanup import clean_upload_parts
+from jobstore.storage.cleanup import clean_upload_parts, remove_stale_uploads
 from prunekit.spec.api import Problem
 from prunekit.spec.job import JobSpec
 from service.core.auth import KeyRing
@@ -29,7 +29,10 @@ from service.files.router import router as files_router
 from service.jobs.router import router as jobs_router
 from service.ops.metrics import JobStoreCollector, build_registry
 from service.ops.router import router as ops_router
+from service.ui.docs import install_docs
 from service.ui.router import router as ui_router
+from service.uploads.router import router as uploads_router
+from service.webhooks.router import deliveries_router as webhook_deliveries_router
 from service.webhooks.router import router as webhooks_router
 
 log = logging.getLogger(__name__)
@@ -88,6 +91,24 @@ def _document_auth(operation: dict[str, Any]) -> None:
     operation["security"] = [{BEARER_SCHEME: []}] + ([{SESSION_SCHEME: []}] if takes_cookie else [])
 
 
+def _hoist_defs(node: Any, schemas: dict[str, Any]) -> None:
+    """Move `$defs` that hand-written docs embed (model_json_schema()) into components: ReDoc cannot resolve them."""
+    if isinstance(node, list):
+        for item in node:
+            _hoist_defs(item, schemas)
+    if not isinstance(node, dict):
+        return
+    for name, sub in node.pop("$defs", {}).items():
+        _hoist_defs(sub, schemas)
+        if schemas.setdefault(name, sub) != sub:
+            raise RuntimeError(f"two different schemas are named {name} in the OpenAPI document")
+    ref = node.get("$ref")
+    if isinstance(ref, str) and ref.startswith("#/$defs/"):
+        node["$ref"] = "#/components/schemas/" + ref.removeprefix("#/$defs/")
+    for value in node.values():
+        _hoist_defs(value, schemas)
+
+
 def build_openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document: FastAPI's, plus the API key scheme and the schemas the hand-written docs use."""
     if app.openapi_schema is not None:
@@ -115,6 +136,7 @@ def build_openapi(app: FastAPI) -> dict[str, Any]:
     for path in doc.get("paths", {}).values():
         for operation in path.values():
             _document_auth(operation)
+    _hoist_defs(doc.get("paths", {}), schemas)
     app.openapi_schema = doc
     return doc
 
@@ -138,6 +160,7 @@ def create_app(settings: Settings) -> FastAPI:
         if settings.migrate_on_start:
             await to_thread.run_sync(run_migrations, settings.database_url)
         await to_thread.run_sync(clean_upload_parts, settings)
+        await to_thread.run_sync(remove_stale_uploads, state.db, state.storage, settings.upload_part_stale_after)
         yield
         state.broker.close()
         state.db.dispose()
@@ -148,15 +171,20 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Prune PyTorch models: submit a job, poll it, download the artifact and its report.",
         lifespan=lifespan,
         responses=COMMON_PROBLEMS,
+        docs_url=None,  # FastAPI's own pages load their scripts from a CDN; install_docs serves them offline
+        redoc_url=None,
     )
     app.openapi = lambda: build_openapi(app)  # type: ignore[method-assign]
     app.state.prunekit = state
     install_problem_handlers(app)
     app.include_router(files_router)
+    app.include_router(uploads_router)
     app.include_router(jobs_router)
     app.include_router(ops_router)
     app.include_router(ui_router)
     app.include_router(webhooks_router)
+    app.include_router(webhook_deliveries_router)
+    install_docs(app)
     app.add_middleware(RequestMetrics, counter=requests)
     app.add_middleware(SecurityHeaders)
     return app

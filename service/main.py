@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import uvicorn
 from fastapi import FastAPI
@@ -20,7 +21,15 @@ def app_factory() -> FastAPI:
 def main() -> None:
     settings = Settings()
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    uvicorn.run("service.main:app_factory", factory=True, host=settings.host, port=settings.port, log_level="info")
+    workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+    uvicorn.run(
+        "service.main:app_factory",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        workers=workers,
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,13 @@ from safetensors.torch import save_file
 from tests.support.digits import train_digits_cnn, write_digits_npz
 
 
+@pytest.fixture(autouse=True)
+def _no_saved_login(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    # The CLI reads `prunekit login`'s config file: never the developer's own (tests/client/test_cli_login.py).
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.getbasetemp() / "no-config-home"))
+    monkeypatch.delenv("PRUNEKIT_CONTEXT", raising=False)
+
+
 @pytest.fixture(scope="session")
 def digits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("digits")

@@ -30,6 +30,7 @@ from worker.leases import LeaseKeeper, new_lease_token
 from worker.outcomes import outcome_of
 from worker.progress_writer import ProgressWriter
 from worker.publishing import publish_job
+from worker.slots import job_threads
 
 if TYPE_CHECKING:
     from worker.engine.api import JobOutputs
@@ -109,7 +110,7 @@ def _run_engine(
         out_dir,
         progress=writer,
         isolate=ctx.settings.engine_isolate,
-        limits=default_limits(spec.device, ctx.settings.sandbox_memory_bytes),
+        limits=default_limits(spec.device, ctx.settings.sandbox_memory_bytes, job_threads(ctx.settings)),
     )
 
 

@@ -17,7 +17,7 @@ from jobstore.db import utcnow
 from jobstore.lifecycle import Recovery
 from jobstore.repositories import jobs as jobs_repo
 from jobstore.settings import Settings
-from jobstore.storage.cleanup import clean_upload_parts
+from jobstore.storage.cleanup import clean_upload_parts, remove_expired_files, remove_stale_uploads
 from prunekit.spec.api import EventKind
 from worker.context import WorkerContext
 from worker.leftovers import remove_stale_sandboxes, sandbox_max_age
@@ -25,7 +25,7 @@ from worker.leftovers import remove_stale_sandboxes, sandbox_max_age
 log = logging.getLogger(__name__)
 
 _COUNTED = {Recovery.REQUEUED: "requeued", Recovery.GAVE_UP: "failed", Recovery.CANCELED: "canceled"}
-LEFTOVERS_EVERY = 600.0  # seconds between two looks for crashed processes' temp folders and partial uploads
+LEFTOVERS_EVERY = 600.0  # seconds between two looks for temp folders, partial uploads and expired files
 
 
 def sweep_once(ctx: WorkerContext) -> dict[str, int]:
@@ -159,6 +159,12 @@ class Sweeper(threading.Thread):
                     clean_leftovers(self.ctx)
                 except Exception:  # a disk problem must not stop the sweeper
                     log.warning("leftover cleanup failed", exc_info=True)
+                try:
+                    remove_expired_files(self.ctx.db, self.ctx.storage, self.ctx.settings.file_ttl_seconds)
+                    # abandoned resumable uploads: their rows, staged parts and S3 multipart parts
+                    remove_stale_uploads(self.ctx.db, self.ctx.storage, self.ctx.settings.upload_part_stale_after)
+                except Exception:  # database or storage outage: the next cleanup tries again
+                    log.warning("removing expired files or stale uploads failed", exc_info=True)
             if self._stop_evt.wait(self.ctx.settings.sweep_interval):
                 return
 

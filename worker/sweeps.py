@@ -40,6 +40,7 @@ from worker.leases import LeaseKeeper, TrialKeeper, new_lease_token, sweep_over,
 from worker.outcomes import outcome_of
 from worker.progress_writer import ProgressWriter
 from worker.publishing import check_artifact_name, upload_outputs
+from worker.slots import job_threads
 
 if TYPE_CHECKING:
     from worker.engine.analysis.trials import TrialPlan
@@ -121,7 +122,7 @@ def _run_trial(
                 trial_dir / "out",
                 progress=sink,
                 isolate=ctx.settings.engine_isolate,
-                limits=default_limits(plan.spec.device, ctx.settings.sandbox_memory_bytes),
+                limits=default_limits(plan.spec.device, ctx.settings.sandbox_memory_bytes, job_threads(ctx.settings)),
                 render_report=False,
             )
             if keeper.abort.is_set():

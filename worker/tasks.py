@@ -12,9 +12,9 @@ from jobstore.broker import Broker
 from jobstore.db import utcnow
 from jobstore.queue import RUN_JOB_TASK, RUN_TRIAL_TASK, WEBHOOK_TASK
 from jobstore.repositories import jobs as jobs_repo
-from jobstore.repositories import webhook_secrets
+from jobstore.repositories import webhook_deliveries, webhook_secrets
 from jobstore.settings import Settings
-from jobstore.webhooks.delivery import deliver
+from jobstore.webhooks.delivery import deliver, log_entry
 from jobstore.webhooks.secrets import signing_secrets
 from prunekit.spec.api import EventKind, WebhookState
 from worker.context import WorkerContext, make_context
@@ -79,8 +79,10 @@ def deliver_webhook_task(self: Task, job_id: str) -> str:
             return "no_webhook"
         secrets = signing_secrets(ctx.settings, webhook_secrets.get(s, job.owner), utcnow())
     attempt = self.request.retries + 1
+    started_at = utcnow()
     result = deliver(ctx.settings, job, secrets)
     with ctx.db.session() as s:
+        webhook_deliveries.add(s, log_entry(job, attempt, result, started_at))
         if result.ok:
             jobs_repo.set_webhook_state(s, job_id, WebhookState.DELIVERED)
             jobs_repo.add_event(s, job_id, EventKind.LOG, f"webhook delivered ({result.detail})")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from jobstore.settings import Settings
-from jobstore.storage.base import ObjectMissing, ObjectWriter, Storage, StorageError
+from jobstore.storage.base import ChunkWriter, ObjectMissing, ObjectWriter, Storage, StorageError
 
 
 def make_storage(settings: Settings) -> Storage:
@@ -25,4 +25,4 @@ def make_storage(settings: Settings) -> Storage:
     return LocalStorage(settings.storage_dir)
 
 
-__all__ = ["ObjectMissing", "ObjectWriter", "Storage", "StorageError", "make_storage"]
+__all__ = ["ChunkWriter", "ObjectMissing", "ObjectWriter", "Storage", "StorageError", "make_storage"]

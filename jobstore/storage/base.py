@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 CHUNK = 1024 * 1024
 _KEY_RE = re.compile(r"^[A-Za-z0-9_\-]+(/[A-Za-z0-9_.\-]+)*$")
@@ -32,6 +32,16 @@ class ObjectWriter(Protocol):
     def write(self, data: bytes) -> None: ...
 
     def commit(self) -> None: ...
+
+    def abort(self) -> None: ...
+
+
+class ChunkWriter(Protocol):
+    """Streams one chunk of a staged (resumable) upload; `commit` makes it durable and returns its part record."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> dict[str, Any]: ...
 
     def abort(self) -> None: ...
 
@@ -76,3 +86,21 @@ class Storage(Protocol):
     def check(self) -> bool:
         """Readiness: the backend can be reached and written."""
         ...
+
+    # Staged uploads: chunks of one future object, sent over many requests, published at once.
+
+    def begin_staged(self, upload_id: str, key: str) -> str | None:
+        """Prepare the staging of an upload that becomes `key`; returns the backend's handle (S3: its UploadId)."""
+        ...
+
+    def open_chunk(self, upload_id: str, key: str, ref: str | None, offset: int, number: int) -> ChunkWriter:
+        """A writer of chunk `number` (from 1), which starts at byte `offset`; ObjectMissing if the staging is gone."""
+        ...
+
+    def finish_staged(
+        self, upload_id: str, key: str, ref: str | None, parts: Sequence[dict[str, Any]], size: int
+    ) -> None:
+        """Publish the staged chunks as the object `key`, atomically; ObjectMissing if the staging is gone."""
+
+    def abort_staged(self, upload_id: str, key: str, ref: str | None) -> None:
+        """Discard what was staged (nothing happens if it is already gone)."""

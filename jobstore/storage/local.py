@@ -6,9 +6,9 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from jobstore.storage.base import CHUNK, ObjectMissing, check_key, write_file
 
@@ -40,6 +40,39 @@ class LocalWriter:
             self._fh.close()
             self._fh = None
         self._tmp.unlink(missing_ok=True)
+
+
+class LocalChunkWriter:
+    """Writes one chunk in place into an upload's staged file; bytes of a failed try are overwritten by the next."""
+
+    def __init__(self, path: Path, offset: int) -> None:
+        try:
+            # Only the first chunk may create the file: a later one finding none means the staging was cleaned up.
+            fd = os.open(path, os.O_RDWR | (os.O_CREAT if offset == 0 else 0), 0o600)
+        except FileNotFoundError:
+            raise ObjectMissing(path.name) from None
+        self._fh: BinaryIO | None = os.fdopen(fd, "r+b")
+        if os.fstat(fd).st_size < offset:
+            self.abort()
+            raise ObjectMissing(path.name)
+        self._fh.seek(offset)
+
+    def write(self, data: bytes) -> None:
+        assert self._fh is not None, "writer already closed"
+        self._fh.write(data)
+
+    def commit(self) -> dict[str, Any]:
+        assert self._fh is not None, "writer already closed"
+        self._fh.flush()
+        os.fsync(self._fh.fileno())  # acknowledged bytes survive a crash
+        self._fh.close()
+        self._fh = None
+        return {}
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
 
 
 class LocalStorage:
@@ -104,6 +137,38 @@ class LocalStorage:
         base = self._path(prefix.rstrip("/"))
         if base.is_dir():
             shutil.rmtree(base, ignore_errors=True)
+
+    def _staged(self, upload_id: str) -> Path:
+        # In .tmp as a .part file: the stale-part cleanup removes an abandoned one (upload_part_stale_after).
+        return self.root / ".tmp" / f"{check_key(upload_id)}.part"
+
+    def begin_staged(self, upload_id: str, key: str) -> str | None:
+        check_key(key)
+        path = self._staged(upload_id)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        return None
+
+    def open_chunk(self, upload_id: str, key: str, ref: str | None, offset: int, number: int) -> LocalChunkWriter:
+        return LocalChunkWriter(self._staged(upload_id), offset)
+
+    def finish_staged(
+        self, upload_id: str, key: str, ref: str | None, parts: Sequence[dict[str, Any]], size: int
+    ) -> None:
+        staged, final = self._staged(upload_id), self._path(key)
+        try:
+            with open(staged, "r+b") as fh:
+                if os.fstat(fh.fileno()).st_size < size:
+                    raise ObjectMissing(upload_id)
+                fh.truncate(size)  # drop what a failed last try wrote past the end
+                os.fsync(fh.fileno())
+        except FileNotFoundError:
+            raise ObjectMissing(upload_id) from None
+        final.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staged, final)
+
+    def abort_staged(self, upload_id: str, key: str, ref: str | None) -> None:
+        self._staged(upload_id).unlink(missing_ok=True)
 
     def check(self) -> bool:
         probe = self.root / ".tmp" / f"probe-{uuid.uuid4().hex}"

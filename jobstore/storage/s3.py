@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
+import tempfile
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,42 @@ log = logging.getLogger(__name__)
 
 
 def _missing(exc: ClientError) -> bool:
-    return exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound"}
+    return exc.response.get("Error", {}).get("Code") in {"404", "NoSuchKey", "NotFound", "NoSuchUpload"}
+
+
+class S3ChunkWriter:
+    """One part of a staged multipart upload, spooled to a temp file (memory stays flat) and sent on commit."""
+
+    def __init__(self, client: Any, bucket: str, key: str, upload_id: str, number: int) -> None:
+        self._client, self._bucket, self._key, self._upload_id, self._number = client, bucket, key, upload_id, number
+        self._spool: Any = tempfile.SpooledTemporaryFile(max_size=CHUNK)  # noqa: SIM115  (closed in commit/abort)
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._spool.write(data)
+        self._size += len(data)
+
+    def commit(self) -> dict[str, Any]:
+        self._spool.seek(0)
+        try:
+            resp = self._client.upload_part(
+                Bucket=self._bucket,
+                Key=self._key,
+                UploadId=self._upload_id,
+                PartNumber=self._number,
+                Body=self._spool,
+                ContentLength=self._size,
+            )
+        except ClientError as exc:
+            if _missing(exc):
+                raise ObjectMissing(self._key) from None
+            raise
+        finally:
+            self._spool.close()
+        return {"PartNumber": self._number, "ETag": resp["ETag"]}
+
+    def abort(self) -> None:
+        self._spool.close()
 
 
 class S3Writer:
@@ -158,6 +194,42 @@ class S3Storage:
             self.client.delete_objects(
                 Bucket=self.bucket, Delete={"Objects": [{"Key": self.prefix + k} for k in batch], "Quiet": True}
             )
+
+    def begin_staged(self, upload_id: str, key: str) -> str | None:
+        upload: str = self.client.create_multipart_upload(Bucket=self.bucket, Key=self._k(key))["UploadId"]
+        return upload
+
+    def open_chunk(self, upload_id: str, key: str, ref: str | None, offset: int, number: int) -> S3ChunkWriter:
+        if ref is None:
+            raise ObjectMissing(key)
+        # Sending a part number again replaces that part: a retried chunk is idempotent.
+        return S3ChunkWriter(self.client, self.bucket, self._k(key), ref, number)
+
+    def finish_staged(
+        self, upload_id: str, key: str, ref: str | None, parts: Sequence[dict[str, Any]], size: int
+    ) -> None:
+        if ref is None:
+            raise ObjectMissing(key)
+        ordered: Any = sorted(
+            ({"PartNumber": p["PartNumber"], "ETag": p["ETag"]} for p in parts), key=lambda p: int(p["PartNumber"])
+        )
+        try:
+            self.client.complete_multipart_upload(
+                Bucket=self.bucket, Key=self._k(key), UploadId=ref, MultipartUpload={"Parts": ordered}
+            )
+        except ClientError as exc:
+            if _missing(exc):
+                raise ObjectMissing(key) from None
+            raise
+
+    def abort_staged(self, upload_id: str, key: str, ref: str | None) -> None:
+        if ref is None:
+            return
+        try:
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=self._k(key), UploadId=ref)
+        except ClientError as exc:
+            if not _missing(exc):
+                raise
 
     def check(self) -> bool:
         try:

@@ -6,14 +6,16 @@ import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
 from jobstore.db import utcnow
-from jobstore.models import JobRecord
+from jobstore.models import JobRecord, WebhookDeliveryRecord
 from jobstore.settings import Settings
 from jobstore.views import job_view
+from jobstore.webhooks.events import message_id, payload_type
 from jobstore.webhooks.policy import WebhookRefused, resolve_target
 from jobstore.webhooks.secrets import NO_SECRET
 from jobstore.webhooks.signing import sign
@@ -24,20 +26,38 @@ class DeliveryResult:
     ok: bool
     retryable: bool
     detail: str
+    status_code: int | None = None  # the receiver's answer; None when there was none
+    duration_ms: float = 0.0
 
 
 def payload(job: JobRecord) -> bytes:
     body = {
-        "type": f"job.{job.status}",
+        "type": payload_type(job),
         "timestamp": utcnow().isoformat(),
         "data": job_view(job).model_dump(mode="json"),
     }
     return json.dumps(body, separators=(",", ":")).encode()
 
 
+def log_entry(job: JobRecord, attempt: int, result: DeliveryResult, at: datetime) -> WebhookDeliveryRecord:
+    """The delivery log's row for one attempt."""
+    return WebhookDeliveryRecord(
+        job_id=job.id,
+        attempt=attempt,
+        created_at=at,
+        event_type=payload_type(job),
+        message_id=message_id(job),
+        ok=result.ok,
+        status_code=result.status_code,
+        error=None if result.ok else result.detail[:2000],
+        duration_ms=round(result.duration_ms, 1),
+    )
+
+
 def deliver(settings: Settings, job: JobRecord, secrets: Sequence[str]) -> DeliveryResult:
     """POST the job's terminal state to its webhook URL once, signed with each of the key's `secrets`."""
-    assert job.webhook_url is not None
+    if job.webhook_url is None:
+        return DeliveryResult(False, False, "the job has no webhook URL")
     if settings.webhook_secret is None:
         return DeliveryResult(False, False, "webhooks are disabled on this server (no PRUNEKIT_WEBHOOK_SECRET)")
     if not secrets:
@@ -52,7 +72,7 @@ def deliver(settings: Settings, job: JobRecord, secrets: Sequence[str]) -> Deliv
     netloc = ip_host + (f":{parts.port}" if parts.port else "")
     url = urlunsplit((parts.scheme, netloc, parts.path or "/", parts.query, ""))
     body = payload(job)
-    msg_id = f"msg_{job.id}_{job.status}"
+    msg_id = message_id(job)
     ts = int(time.time())
     headers = {
         "content-type": "application/json",
@@ -63,11 +83,15 @@ def deliver(settings: Settings, job: JobRecord, secrets: Sequence[str]) -> Deliv
         "user-agent": "prunekit-webhooks/1",
     }
     extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+    started = time.monotonic()
     try:
         with httpx.Client(timeout=settings.webhook_timeout, follow_redirects=False) as client:
             resp = client.post(url, content=body, headers=headers, extensions=extensions)
     except httpx.HTTPError as exc:
-        return DeliveryResult(False, True, f"{type(exc).__name__}: {exc}")
-    if 200 <= resp.status_code < 300:
-        return DeliveryResult(True, False, f"HTTP {resp.status_code}")
-    return DeliveryResult(False, True, f"HTTP {resp.status_code}")
+        return DeliveryResult(False, True, f"{type(exc).__name__}: {exc}", None, _ms_since(started))
+    code, took = resp.status_code, _ms_since(started)
+    return DeliveryResult(200 <= code < 300, not 200 <= code < 300, f"HTTP {code}", code, took)
+
+
+def _ms_since(started: float) -> float:
+    return (time.monotonic() - started) * 1000

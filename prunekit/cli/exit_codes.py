@@ -13,3 +13,4 @@ class ExitCode(IntEnum):
     WAIT_TIMEOUT = 6
     AUTH_ERROR = 7
     UNREACHABLE = 8  # the server could not be reached (after retries)
+    GATE_INCONCLUSIVE = 9  # no gate failed, but a latency / speedup gate's interval straddles its threshold

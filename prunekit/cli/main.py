@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from prunekit.cli import local, remote
+from prunekit.cli import config, events, local, remote
 
 app = typer.Typer(
     name="prunekit",
@@ -14,6 +14,8 @@ app = typer.Typer(
 )
 local.register(app)
 remote.register(app)
+events.register(app)
+config.register(app)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Client commands that talk to a prunekit server: submit, wait, status, list, cancel, download, report.
+"""Client commands that talk to a prunekit server: submit, wait, status, list, cancel, delete, download, report,
+files.
 
 Results go to stdout (one JSON document with --json), messages and progress to stderr, and the exit
 code says how the job ended (prunekit/cli/exit_codes.py, docs/client.md).
@@ -7,6 +8,7 @@ code says how the job ended (prunekit/cli/exit_codes.py, docs/client.md).
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sys
 import time
@@ -27,6 +29,7 @@ from prunekit.client import (
     AuthError,
     ConflictError,
     Event,
+    FileInfo,
     IntegrityError,
     Job,
     NotFoundError,
@@ -38,6 +41,7 @@ from prunekit.client import (
     UnreachableError,
     WaitTimeoutError,
 )
+from prunekit.client.packing import FolderNotAModel, packed_model
 from prunekit.reporting.common import gate_threshold, gate_value, human_bytes
 from prunekit.spec import SpecError, load_spec
 from prunekit.spec.api import EventKind, GateStatus, JobStatus
@@ -66,6 +70,12 @@ SummaryOpt = Annotated[
     typer.Option("--summary", help="Append a markdown summary here (e.g. $GITHUB_STEP_SUMMARY)."),
 ]
 PollOpt = Annotated[float, typer.Option("--poll-interval", help="Seconds between status checks.", min=0.1)]
+MetaOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--meta", help="A metadata pair key=value (git SHA, branch, PR); repeat for more.", show_default=False
+    ),
+]
 MaxOutageOpt = Annotated[
     float,
     typer.Option("--max-outage", help="Keep waiting through server outages (restarts, 5xx) this long (exit 8).", min=0),
@@ -101,6 +111,8 @@ def _errors(json_out: bool, server: str) -> Iterator[None]:
     """Map client exceptions to the documented exit codes."""
     try:
         yield
+    except FolderNotAModel as exc:
+        _fail(ExitCode.INVALID_INPUT, str(exc), json_out)
     except SpecError as exc:
         _fail(
             ExitCode.INVALID_INPUT,
@@ -135,9 +147,22 @@ def _client(server: str, api_key: str | None, http_timeout: float = 60.0) -> Pru
     return PrunekitClient(server, api_key, timeout=http_timeout)
 
 
+def _metadata(pairs: list[str] | None, json_out: bool) -> dict[str, str]:
+    """`--meta key=value` options as a dict (the server checks the keys and lengths)."""
+    out: dict[str, str] = {}
+    for pair in pairs or []:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            _fail(ExitCode.INVALID_INPUT, f"--meta {pair!r}: give key=value, e.g. --meta branch=main", json_out)
+        out[key] = value
+    return out
+
+
 def outcome_code(job: Job) -> ExitCode:
     """The exit code a finished job stands for."""
     if job.status is JobStatus.SUCCEEDED:
+        if job.gate_status is GateStatus.INCONCLUSIVE:
+            return ExitCode.GATE_INCONCLUSIVE
         return ExitCode.GATE_MISSED if job.gate_status is GateStatus.GATE_MISSED else ExitCode.OK
     if job.status is JobStatus.FAILED:
         return ExitCode.JOB_FAILED
@@ -159,6 +184,9 @@ def _outcome_text(job: Job) -> str:
         if job.gate_status is GateStatus.GATE_MISSED:
             names = ", ".join(f"{g.name} {_gate_measure(g)}" for g in job.gates if not g.passed)
             return f"job {job.id} succeeded but missed a gate: {names or 'see the report'}"
+        if job.gate_status is GateStatus.INCONCLUSIVE:
+            names = ", ".join(f"{g.name}: {g.reason}" for g in job.gates if g.outcome == "inconclusive")
+            return f"job {job.id} succeeded but a gate is inconclusive: {names or 'see the report'}"
         return f"job {job.id} succeeded" + (", all gates passed" if job.gates else "")
     suffix = f": {_error_text(job)}" if job.error else ""
     return f"job {job.id} {job.status}{suffix}"
@@ -231,11 +259,66 @@ class _Watcher:
             self._last_key, self._last_pct, self._last_line = key, pct, now
 
     def event(self, event: Event) -> None:
-        if event.kind is not EventKind.PROGRESS and event.message:
+        if event.percent is not None and event.kind is not EventKind.STATE:
+            self._progress_event(event)
+        elif event.message:
             self._line(f"  {event.message}")
+
+    def _progress_event(self, event: Event) -> None:
+        """A progress update (stage change, epoch): one line in CI logs, counted as the status line it stands for."""
+        if self._progress is not None:  # the bar shows the percent; an epoch's message still gets its line
+            if event.kind is not EventKind.PROGRESS and event.message:
+                self._line(f"  {event.message}")
+            return
+        stage = event.stage or (self._last_key[1] if self._last_key else "")
+        pct = event.percent or 0.0
+        note = f" · {event.message}" if event.message and event.message != event.stage else ""
+        self._line(f"{self.job_id} {JobStatus.RUNNING}" + (f" {stage}" if stage else "") + f" {pct:.0f}%{note}")
+        self._last_key, self._last_pct, self._last_line = (JobStatus.RUNNING, stage), pct, time.monotonic()
 
     def retrying(self, exc: Exception, delay: float) -> None:
         self._line(f"server not answering ({type(exc).__name__}: {str(exc)[:160]}); retrying in {delay:.0f}s")
+
+
+class _UploadProgress:
+    """Shows an upload's progress: a rich bar with its speed on a terminal, a line per 10% otherwise (CI logs)."""
+
+    def __init__(self, name: str, total: int, tty: bool | None = None) -> None:
+        self.name, self.total = name, total
+        self.console = _err()
+        self.tty = self.console.is_terminal if tty is None else tty
+        self._progress: Any = None
+        self._task: Any = None
+        self._next_tenth = 1
+
+    def __enter__(self) -> _UploadProgress:
+        if self.tty:
+            from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+
+            columns = (TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+            self._progress = Progress(*columns, console=self.console, transient=False)
+            self._progress.start()
+            self._task = self._progress.add_task(escape(self.name), total=self.total)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def __call__(self, sent: int, total: int) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=sent)
+            return
+        # A resumed upload may report fewer bytes than before; only new tenths get a line.
+        while total and sent * 10 >= self._next_tenth * total and self._next_tenth <= 10:
+            self.console.print(escape(f"{self.name}: {self._next_tenth * 10}% of {human_bytes(total)} sent"))
+            self._next_tenth += 1
+
+
+def _upload(client: PrunekitClient, path: Path, kind: str) -> FileInfo:
+    """Upload with a progress display (resumable chunks for large files)."""
+    with _UploadProgress(path.name, path.stat().st_size) as progress:
+        return client.upload_file(path, kind=kind, on_progress=progress)
 
 
 # ------------------------------------------------------------------ waiting and results
@@ -306,7 +389,7 @@ def _finish(
     job_id = job.id
     files: dict[str, str] = {}
     report: dict[str, Any] | None = None
-    if job.status is JobStatus.SUCCEEDED and (junit or summary or out):
+    if job.status is JobStatus.SUCCEEDED and (junit or summary or out or job.kind == "dry_run"):
         try:
             report = client.get_report(job_id)
         except (NotReadyError, NotFoundError) as exc:
@@ -337,7 +420,7 @@ def _finish(
             result = client.download_artifact(job_id, out, job=job)
             files["artifact"] = str(result.path)
             _say(f"artifact {result.path} ({human_bytes(result.size)}, sha256 {result.sha256[:16]}… verified)")
-    code = outcome_code(job)
+    code = outcome_code(job) if report is None or job.kind != "dry_run" else _dry_run_outcome(report)
     _say(_outcome_text(job))
     if json_out:
         _emit_json({"job": job.model_dump(mode="json"), "exit_code": int(code), "files": files})
@@ -346,8 +429,21 @@ def _finish(
     raise typer.Exit(int(code))
 
 
+def _dry_run_outcome(report: dict[str, Any]) -> ExitCode:
+    """Print a dry run's summary; it exits like bad input when the full job would hit problems."""
+    from prunekit.reporting.dry_run import has_problems, summary_lines
+
+    for line in summary_lines(report):
+        _say(line)
+    return ExitCode.INVALID_INPUT if has_problems(report) else ExitCode.OK
+
+
 def _describe(job: Job) -> str:
-    lines = [f"{job.id}  {job.status}" + ("  (gate missed)" if job.gate_status is GateStatus.GATE_MISSED else "")]
+    gate: dict[GateStatus | None, str] = {
+        GateStatus.GATE_MISSED: "  (gate missed)",
+        GateStatus.INCONCLUSIVE: "  (gate inconclusive)",
+    }
+    lines = [f"{job.id}  {job.status}" + gate.get(job.gate_status, "")]
     lines.append(f"  kind {job.kind} · queue {job.queue} · attempts {job.attempts}")
     if not job.terminal:
         lines.append(f"  stage {job.stage or '-'} · {job.percent:.0f}%")
@@ -362,6 +458,8 @@ def _describe(job: Job) -> str:
         lines.append(f"  artifact {a.name} · {human_bytes(a.size)} · sha256 {a.sha256}")
     if job.error:
         lines.append(f"  error {_error_text(job)}")
+    if job.metadata:
+        lines.append("  metadata " + ", ".join(f"{k}={v}" for k, v in job.metadata.items()))
     return "\n".join(lines)
 
 
@@ -377,7 +475,10 @@ def submit(
     model: Annotated[
         Path,
         typer.Argument(
-            help="Model file (TorchScript, torch.export or state-dict).", exists=True, dir_okay=False, readable=True
+            help="Model file (TorchScript, torch.export or state-dict), or a Hugging Face save_pretrained folder "
+            "(packed into a .tar for upload).",
+            exists=True,
+            readable=True,
         ),
     ],
     spec: Annotated[
@@ -395,12 +496,29 @@ def submit(
     junit: JunitOpt = None,
     summary: SummaryOpt = None,
     webhook_url: Annotated[str | None, typer.Option("--webhook-url", help="POSTed when the job ends.")] = None,
+    webhook_event: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--webhook-event",
+            help="Send the webhook only for these ends (job.succeeded, job.gate_missed, job.gate_inconclusive, "
+            "job.failed, job.canceled); repeatable. Default: all.",
+        ),
+    ] = None,
     idempotency_key: Annotated[
         str | None,
         typer.Option(
             "--idempotency-key", help="Reuse to make a re-run CI step return the same job instead of a new one."
         ),
     ] = None,
+    meta: MetaOpt = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Submit the spec as kind dry_run (a check in seconds, nothing pruned), wait, and print what it "
+            "found; exit 2 when the full job would hit problems.",
+        ),
+    ] = False,
     poll_interval: PollOpt = 2.0,
     max_outage: MaxOutageOpt = 300.0,
     server: ServerOpt = DEFAULT_SERVER,
@@ -409,17 +527,23 @@ def submit(
     json_out: JsonOpt = False,
 ) -> None:
     """Upload a model (and data), submit a job; with --wait, follow it and exit with its outcome."""
+    metadata = _metadata(meta, json_out)
     with _errors(json_out, server):
         load_spec(spec)  # fail fast, with field paths, before uploading anything
         spec_data = yaml.safe_load(spec.read_text(encoding="utf-8")) or {}
-        with _client(server, api_key, http_timeout) as client:
-            _say(f"uploading {model.name} ({human_bytes(model.stat().st_size)}) to {server}")
-            model_file = client.upload_file(model, kind="model")
+        if dry_run:
+            spec_data = {**spec_data, "kind": "dry_run"}
+            wait = True  # its summary is the point of a dry run
+        with _client(server, api_key, http_timeout) as client, packed_model(model) as model_upload:
+            _say(f"uploading {model_upload.name} ({human_bytes(model_upload.stat().st_size)}) to {server}")
+            model_file = _upload(client, model_upload, "model")
             data_id = None
             if data is not None:
                 _say(f"uploading {data.name} ({human_bytes(data.stat().st_size)})")
-                data_id = client.upload_file(data, kind="data")["id"]
-            job = client.submit_job(spec_data, model_file["id"], data_id, webhook_url, idempotency_key)
+                data_id = _upload(client, data, "data").id
+            job = client.submit_job(
+                spec_data, model_file.id, data_id, webhook_url, idempotency_key, metadata, webhook_event or None
+            )
             _say(f"submitted {job.id} ({job.status}, queue {job.queue})")
             if not (wait or out or junit or summary):
                 if json_out:
@@ -486,24 +610,45 @@ def status(
 
 def list_jobs(
     status_filter: Annotated[
-        str | None,
-        typer.Option("--status", help="Only jobs in this status (queued, running, succeeded, failed, canceled)."),
+        list[str] | None,
+        typer.Option(
+            "--status",
+            help="Only jobs in this status (queued, running, succeeded, failed, canceled); repeat for several.",
+            show_default=False,
+        ),
     ] = None,
+    kind: Annotated[
+        str | None,
+        typer.Option("--kind", help="Only jobs of this kind (compress, sensitivity, sweep, search, dry_run)."),
+    ] = None,
+    meta: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--meta", help="Only jobs with this metadata pair key=value; repeat: all must match.", show_default=False
+        ),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the job ids, one a line.")] = False,
     limit: Annotated[int, typer.Option("--limit", help="At most this many jobs.", min=1)] = 20,
     server: ServerOpt = DEFAULT_SERVER,
     api_key: ApiKeyOpt = None,
     http_timeout: HttpTimeoutOpt = 60.0,
     json_out: JsonOpt = False,
 ) -> None:
-    """List your jobs, newest first."""
+    """List your jobs, newest first, filtered by status, kind and metadata."""
+    metadata = _metadata(meta, json_out)
     with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
         jobs: list[Job] = []
-        for job in client.iter_jobs(status=status_filter, page_size=min(limit, 100)):
+        pages = client.iter_jobs(status=status_filter, page_size=min(limit, 100), kind=kind, metadata=metadata)
+        for job in pages:
             jobs.append(job)
             if len(jobs) >= limit:
                 break
         if json_out:
             _emit_json({"items": [job.model_dump(mode="json") for job in jobs]})
+            return
+        if quiet:
+            for job in jobs:
+                typer.echo(job.id)
             return
         if not jobs:
             _say("no jobs")
@@ -514,7 +659,12 @@ def list_jobs(
 
 def _list_line(job: Job) -> str:
     progress = "" if job.terminal else f"{job.stage or '-'} {job.percent:.0f}%"
-    gate = {GateStatus.PASSED: "gates passed", GateStatus.GATE_MISSED: "gate missed", None: ""}[job.gate_status]
+    gate = {
+        GateStatus.PASSED: "gates passed",
+        GateStatus.GATE_MISSED: "gate missed",
+        GateStatus.INCONCLUSIVE: "gate inconclusive",
+        None: "",
+    }[job.gate_status]
     created = job.created_at.isoformat()[:19]
     return f"{job.id:<38} {job.status:<10} {job.kind:<12} {created:<20} {progress or gate}".rstrip()
 
@@ -537,6 +687,26 @@ def cancel(
             _emit_json(job.model_dump(mode="json"))
         else:
             typer.echo(job.status)
+
+
+def delete(
+    job_id: Annotated[str, typer.Argument(help="Job id.")],
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete a finished job with its artifact and report (cancel a queued or running one first)."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        try:
+            client.delete_job(job_id)
+        except ConflictError as exc:
+            _fail(ExitCode.INVALID_INPUT, f"cannot delete {job_id}: {exc.detail or exc.code}", json_out)
+        _say(f"{job_id}: deleted")
+        if json_out:
+            _emit_json({"id": job_id, "deleted": True})
+        else:
+            typer.echo(job_id)
 
 
 def download(
@@ -611,6 +781,82 @@ def _report_html(client: PrunekitClient, job_id: str) -> str:
         return render_report_html(client.get_report(job_id), job_id)
 
 
+# ------------------------------------------------------------------ files
+
+files_app = typer.Typer(
+    help="Your uploaded files: upload, list them, delete them to free your quota.", no_args_is_help=True
+)
+
+
+@files_app.command("list")
+def list_files(
+    limit: Annotated[int, typer.Option("--limit", help="At most this many files.", min=1)] = 50,
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """List your files, newest first, with when each expires and whether a queued or running job uses it."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        files = list(itertools.islice(client.iter_files(page_size=min(limit, 200)), limit))
+        if json_out:
+            _emit_json({"items": [f.model_dump(mode="json") for f in files]})
+            return
+        if not files:
+            _say("no files")
+        for info in files:
+            typer.echo(_file_line(info))
+
+
+def _file_line(info: FileInfo) -> str:
+    expires = info.expires_at.isoformat()[:19] if info.expires_at else "-"
+    use = "in use" if info.in_use else ""
+    return f"{info.id:<38} {info.kind:<6} {human_bytes(info.size):>10} {expires:<20} {use:<7} {info.name}".rstrip()
+
+
+@files_app.command("upload")
+def upload_file(
+    path: Annotated[Path, typer.Argument(help="File to upload.", exists=True, dir_okay=False, readable=True)],
+    kind: Annotated[str, typer.Option("--kind", help="model or data.")] = "model",
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Upload a file once (large ones in resumable chunks) and print its id, for model_file_id or data_file_id."""
+    if kind not in ("model", "data"):
+        _fail(ExitCode.INVALID_INPUT, f"unknown --kind {kind!r}: use model or data", json_out)
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        _say(f"uploading {path.name} ({human_bytes(path.stat().st_size)}) to {server}")
+        info = _upload(client, path, kind)
+        _say(f"{info.id}: {human_bytes(info.size)}, sha256 {info.sha256}")
+        if json_out:
+            _emit_json(info.model_dump(mode="json"))
+        else:
+            typer.echo(info.id)
+
+
+@files_app.command("delete")
+def delete_file(
+    file_id: Annotated[str, typer.Argument(help="File id.")],
+    server: ServerOpt = DEFAULT_SERVER,
+    api_key: ApiKeyOpt = None,
+    http_timeout: HttpTimeoutOpt = 60.0,
+    json_out: JsonOpt = False,
+) -> None:
+    """Delete a file and free its bytes of your quota (not while a queued or running job uses it)."""
+    with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
+        try:
+            client.delete_file(file_id)
+        except ConflictError as exc:
+            _fail(ExitCode.INVALID_INPUT, f"cannot delete {file_id}: {exc.detail or exc.code}", json_out)
+        _say(f"{file_id}: deleted")
+        if json_out:
+            _emit_json({"id": file_id, "deleted": True})
+        else:
+            typer.echo(file_id)
+
+
 def register(app: typer.Typer) -> None:
     """Attach the client subcommands to the main app."""
     panel = "Server (client)"
@@ -619,5 +865,7 @@ def register(app: typer.Typer) -> None:
     app.command("status", rich_help_panel=panel)(status)
     app.command("list", rich_help_panel=panel)(list_jobs)
     app.command("cancel", rich_help_panel=panel)(cancel)
+    app.command("delete", rich_help_panel=panel)(delete)
     app.command("download", rich_help_panel=panel)(download)
     app.command("report", rich_help_panel=panel)(report)
+    app.add_typer(files_app, name="files", rich_help_panel=panel)

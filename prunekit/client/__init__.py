@@ -1,6 +1,6 @@
 """Client library for a prunekit server; needs only httpx and pydantic (no torch, no server stack).
 
-Job, event and problem bodies are parsed into the API's own models (prunekit/spec/api.py), re-exported here.
+Job, event, file and problem bodies are parsed into the API's own models (prunekit/spec/api.py), re-exported here.
 """
 
 from prunekit.client.client import (
@@ -29,8 +29,17 @@ from prunekit.client.errors import (
     ValidationError,
     WaitTimeoutError,
 )
-from prunekit.client.types import FileInfo
-from prunekit.spec.api import TERMINAL_STATUSES, Event, EventList, Job, JobList, JobStatus, Problem
+from prunekit.spec.api import (
+    TERMINAL_STATUSES,
+    Event,
+    EventList,
+    FileInfo,
+    FileList,
+    Job,
+    JobList,
+    JobStatus,
+    Problem,
+)
 
 __all__ = [
     "DEFAULT_SERVER",
@@ -44,6 +53,7 @@ __all__ = [
     "Event",
     "EventList",
     "FileInfo",
+    "FileList",
     "IdempotencyMismatchError",
     "IntegrityError",
     "Job",

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, TypeVar, cast
@@ -21,7 +22,9 @@ import pydantic
 from prunekit.client.errors import (
     ApiError,
     AuthError,
+    ConflictError,
     IntegrityError,
+    NotFoundError,
     NotReadyError,
     PrunekitError,
     RateLimitedError,
@@ -30,13 +33,27 @@ from prunekit.client.errors import (
     WaitTimeoutError,
     error_from_problem,
 )
-from prunekit.client.types import FileInfo
-from prunekit.spec.api import Event, EventList, Job, JobList
+from prunekit.client.sse import Frame, frames
+from prunekit.spec.api import (
+    Event,
+    EventList,
+    FileInfo,
+    FileList,
+    Job,
+    JobList,
+    Upload,
+    WebhookDeliveryList,
+    WebhookRedelivery,
+)
 
 ENV_SERVER = "PRUNEKIT_SERVER"
 ENV_API_KEY = "PRUNEKIT_API_KEY"
 DEFAULT_SERVER = "http://127.0.0.1:8000"
 _CHUNK = 1 << 16
+# Files from this size on go through the resumable protocol (/v1/uploads); smaller ones in one multipart request.
+RESUMABLE_THRESHOLD = 64 * 1024 * 1024
+_READ = 1 << 20  # bytes read from disk at a time while streaming a chunk
+ProgressCallback = Callable[[int, int], None]
 
 # The request never reached the server: retrying cannot duplicate anything, whatever the method.
 _NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
@@ -90,9 +107,12 @@ class PrunekitClient:
         transport: httpx.BaseTransport | None = None,
         retry: RetryPolicy | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        resumable_threshold: int | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.retry = retry or RetryPolicy()
+        # Files from this many bytes on are sent in resumable chunks (/v1/uploads).
+        self.resumable_threshold = RESUMABLE_THRESHOLD if resumable_threshold is None else resumable_threshold
         self._sleep = sleep
         headers = {"User-Agent": f"prunekit-client/{_version()}", "Accept": "application/json"}
         if api_key:
@@ -199,9 +219,9 @@ class PrunekitClient:
         except ValueError as exc:
             raise ServerError(response.status_code, "bad_response", "the server sent no JSON", str(exc)) from exc
 
-    def _parse(self, model: type[_Body], method: str, path: str, **kwargs: Any) -> _Body:
-        """Send a request that is safe to repeat, and read the answer as one of the models of prunekit/spec/api.py."""
-        response = self._send(method, path, idempotent=True, **kwargs)
+    def _parse(self, model: type[_Body], method: str, path: str, *, idempotent: bool = True, **kwargs: Any) -> _Body:
+        """Send a request (retried if `idempotent`) and read the answer as one of the models of prunekit/spec/api.py."""
+        response = self._send(method, path, idempotent=idempotent, **kwargs)
         try:
             return model.model_validate_json(response.content)
         except pydantic.ValidationError as exc:
@@ -216,18 +236,131 @@ class PrunekitClient:
 
     # ---------------------------------------------------------------- files
 
-    def upload_file(self, path: str | Path, kind: str | None = None) -> FileInfo:
-        """Stream a file to POST /v1/files; repeating it after a lost answer only leaves an unused file."""
+    def upload_file(
+        self, path: str | Path, kind: str | None = None, on_progress: ProgressCallback | None = None
+    ) -> FileInfo:
+        """Upload a file: in resumable chunks from `resumable_threshold` bytes on (a dropped connection resumes at
+        the server's offset), else streamed to POST /v1/files; `on_progress(sent, total)` follows the bytes."""
         p = Path(path)
+        size = p.stat().st_size
+        if size >= self.resumable_threshold:
+            try:
+                upload = self._parse(
+                    Upload, "POST", "/v1/uploads", json_body={"name": p.name, "kind": kind or "model", "size": size}
+                )
+            except NotFoundError:
+                pass  # a server from before /v1/uploads: one multipart request
+            else:
+                return self._upload_chunks(p, upload, on_progress)
+        return self._upload_multipart(p, kind, size, on_progress)
+
+    def _upload_multipart(self, p: Path, kind: str | None, size: int, on_progress: ProgressCallback | None) -> FileInfo:
+        """Stream a file to POST /v1/files; repeating it after a lost answer only leaves an unused file."""
 
         def files(stack: contextlib.ExitStack) -> Mapping[str, Any]:
             handle: IO[bytes] = stack.enter_context(p.open("rb"))
+            if on_progress is not None:
+                handle = cast(IO[bytes], _ProgressReader(handle, size, on_progress))
             return {"file": (p.name, handle, "application/octet-stream")}
 
-        return cast(FileInfo, self._json("POST", "/v1/files", data={"kind": kind} if kind else None, files=files))
+        return self._parse(FileInfo, "POST", "/v1/files", data={"kind": kind} if kind else None, files=files)
+
+    def _upload_chunks(self, p: Path, upload: Upload, on_progress: ProgressCallback | None) -> FileInfo:
+        """Send the chunks from the server's offset on; after a failure ask for the offset and go on from there."""
+        digest = hashlib.sha256()
+        offset, failures = 0, 0
+        with p.open("rb") as fh:
+            while offset < upload.size:
+                start, end = offset, min(offset + upload.chunk_size, upload.size) - 1
+                attempt = digest.copy()  # adopted only once the server holds the whole chunk
+                try:
+                    offset = self._put_chunk(upload, fh, start, end, attempt, on_progress)
+                    failures = 0
+                except (httpx.TransportError, ServerError, ConflictError) as exc:
+                    failures += 1
+                    if failures >= self.retry.attempts * 2:
+                        raise UnreachableError(f"upload of {p.name} to {self.base_url} keeps failing: {exc}") from exc
+                    self._sleep(self.retry.delay(min(failures - 1, 5)))
+                    offset = self._upload_offset(upload.id)  # the chunk either arrived whole or not at all
+                    if on_progress is not None:
+                        on_progress(offset, upload.size)
+                if offset == end + 1:
+                    digest = attempt
+                elif offset != start:
+                    raise IntegrityError(
+                        f"upload {upload.id}: the server reports offset {offset}, not {start} or {end + 1}"
+                    )
+        return self._complete_upload(upload.id, digest.hexdigest())
+
+    def _put_chunk(
+        self,
+        upload: Upload,
+        fh: IO[bytes],
+        start: int,
+        end: int,
+        digest: Any,
+        on_progress: ProgressCallback | None,
+    ) -> int:
+        """PUT bytes start..end streamed from `fh` (hashed on the way); returns the server's new offset."""
+
+        def body() -> Iterator[bytes]:
+            fh.seek(start)
+            left, sent = end - start + 1, start
+            while left > 0:
+                data = fh.read(min(_READ, left))
+                if not data:
+                    raise IntegrityError(f"{fh.name} got shorter while it was being uploaded")
+                digest.update(data)
+                left, sent = left - len(data), sent + len(data)
+                yield data
+                if on_progress is not None:
+                    on_progress(sent, upload.size)
+
+        headers = {
+            "Content-Range": f"bytes {start}-{end}/{upload.size}",
+            "Content-Length": str(end - start + 1),
+            "Content-Type": "application/octet-stream",
+        }
+        response = self._http.put(f"/v1/uploads/{_seg(upload.id)}", content=body(), headers=headers)
+        if response.status_code >= 400:
+            raise self._error(response)
+        return int(Upload.model_validate_json(response.content).offset)
+
+    def _upload_offset(self, upload_id: str) -> int:
+        return self._parse(Upload, "GET", f"/v1/uploads/{_seg(upload_id)}").offset
+
+    def _complete_upload(self, upload_id: str, sha256: str) -> FileInfo:
+        """POST .../complete, retried (it is idempotent) while the server still verifies the bytes (409 not_ready)."""
+        path = f"/v1/uploads/{_seg(upload_id)}/complete"
+        for attempt in itertools.count():
+            try:
+                return self._parse(FileInfo, "POST", path, json_body={"sha256": sha256})
+            except NotReadyError:
+                if attempt >= self.retry.attempts * 20:
+                    raise
+                self._sleep(self.retry.delay(min(attempt, 5)))
+        raise AssertionError("unreachable")
 
     def get_file(self, file_id: str) -> FileInfo:
-        return cast(FileInfo, self._json("GET", f"/v1/files/{_seg(file_id)}"))
+        return self._parse(FileInfo, "GET", f"/v1/files/{_seg(file_id)}")
+
+    def list_files(self, limit: int | None = None, cursor: str | None = None) -> FileList:
+        """One page of GET /v1/files: your files, newest first, with when each expires and whether a job uses it."""
+        return self._parse(FileList, "GET", "/v1/files", params={"limit": limit, "cursor": cursor})
+
+    def iter_files(self, page_size: int = 50) -> Iterator[FileInfo]:
+        """All your files (newest first), following next_cursor."""
+        cursor: str | None = None
+        while True:
+            page = self.list_files(limit=page_size, cursor=cursor)
+            yield from page.items
+            cursor = page.next_cursor
+            if not cursor:
+                return
+
+    def delete_file(self, file_id: str) -> None:
+        """DELETE /v1/files/{id}; ConflictError while a queued or running job uses the file."""
+        self._send("DELETE", f"/v1/files/{_seg(file_id)}", idempotent=True).close()
 
     # ---------------------------------------------------------------- jobs
 
@@ -238,14 +371,20 @@ class PrunekitClient:
         data_file_id: str | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        webhook_events: Sequence[str] | None = None,
     ) -> Job:
         """POST /v1/jobs (JSON); the Idempotency-Key makes retries return the same job instead of a second one."""
-        body = {
+        body: dict[str, Any] = {
             "spec": dict(spec),
             "model_file_id": model_file_id,
             "data_file_id": data_file_id,
             "webhook_url": webhook_url,
         }
+        if metadata:  # only when given: a server from before metadata refuses unknown fields
+            body["metadata"] = dict(metadata)
+        if webhook_events is not None:  # likewise for the webhook event filter
+            body["webhook_events"] = list(webhook_events)
         key = idempotency_key or new_idempotency_key()
         return self._parse(Job, "POST", "/v1/jobs", json_body=body, headers={"Idempotency-Key": key})
 
@@ -256,12 +395,15 @@ class PrunekitClient:
         data: str | Path | None = None,
         webhook_url: str | None = None,
         idempotency_key: str | None = None,
+        metadata: Mapping[str, str] | None = None,
     ) -> Job:
         """POST /v1/jobs as multipart with the model (and data) files in the same request."""
         spec_text = spec if isinstance(spec, str) else json.dumps(dict(spec))
         form: dict[str, str] = {"spec": spec_text}
         if webhook_url:
             form["webhook_url"] = webhook_url
+        if metadata:
+            form["metadata"] = json.dumps(dict(metadata))
         model_path, data_path = Path(model), Path(data) if data is not None else None
 
         def files(stack: contextlib.ExitStack) -> Mapping[str, Any]:
@@ -279,15 +421,36 @@ class PrunekitClient:
     def _get_job(self, job_id: str, attempts: int | None = None) -> Job:
         return self._parse(Job, "GET", f"/v1/jobs/{_seg(job_id)}", attempts=attempts)
 
-    def list_jobs(self, status: str | None = None, limit: int | None = None, cursor: str | None = None) -> JobList:
-        """One page of GET /v1/jobs; `status` is a JobStatus (or its value)."""
-        return self._parse(JobList, "GET", "/v1/jobs", params={"status": status, "limit": limit, "cursor": cursor})
+    def list_jobs(
+        self,
+        status: str | Sequence[str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+        kind: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> JobList:
+        """One page of GET /v1/jobs: jobs in any of `status`, of `kind`, carrying every `metadata` pair."""
+        statuses = [status] if isinstance(status, str) else list(status or [])
+        params = {
+            "status": statuses or None,
+            "kind": kind,
+            "meta": [f"{k}:{v}" for k, v in (metadata or {}).items()] or None,
+            "limit": limit,
+            "cursor": cursor,
+        }
+        return self._parse(JobList, "GET", "/v1/jobs", params=params)
 
-    def iter_jobs(self, status: str | None = None, page_size: int = 50) -> Iterator[Job]:
-        """All jobs (newest first), following next_cursor."""
+    def iter_jobs(
+        self,
+        status: str | Sequence[str] | None = None,
+        page_size: int = 50,
+        kind: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> Iterator[Job]:
+        """All matching jobs (newest first), following next_cursor."""
         cursor: str | None = None
         while True:
-            page = self.list_jobs(status=status, limit=page_size, cursor=cursor)
+            page = self.list_jobs(status=status, limit=page_size, cursor=cursor, kind=kind, metadata=metadata)
             yield from page.items
             cursor = page.next_cursor
             if not cursor:
@@ -298,6 +461,7 @@ class PrunekitClient:
         return self._parse(Job, "POST", f"/v1/jobs/{_seg(job_id)}/cancel")
 
     def delete_job(self, job_id: str) -> None:
+        """DELETE /v1/jobs/{id}: a finished job with its artifact and report (409 while it is queued or running)."""
         self._send("DELETE", f"/v1/jobs/{_seg(job_id)}", idempotent=True).close()
 
     def events(self, job_id: str, after: int | None = None) -> EventList:
@@ -306,6 +470,69 @@ class PrunekitClient:
     def _events(self, job_id: str, after: int | None, attempts: int | None = None) -> EventList:
         path = f"/v1/jobs/{_seg(job_id)}/events"
         return self._parse(EventList, "GET", path, params={"after": after}, attempts=attempts)
+
+    def follow_events(
+        self, job_id: str, after: int | None = None, max_outage: float = 300.0, poll_interval: float = 2.0
+    ) -> Iterator[Event]:
+        """The job's events as they happen (SSE) until it has ended; a dropped stream resumes after the last event.
+
+        Raises UnreachableError or ServerError once the server has been away for longer than `max_outage` seconds.
+        """
+        last, outage_since, attempt = after, None, 0
+        while True:
+            try:
+                with contextlib.closing(self._open_events(job_id, last)) as response:
+                    if "text/event-stream" not in response.headers.get("content-type", ""):
+                        response.read()  # a server without live events: fall back to polling its list
+                        yield from self._poll_events(job_id, last, poll_interval)
+                        return
+                    for frame in frames(response.iter_lines()):
+                        outage_since, attempt = None, 0
+                        if frame.event == "end":
+                            return
+                        event = _event_of(frame)
+                        last = event.seq
+                        yield event
+            except httpx.TransportError as exc:  # dropped mid-stream
+                if outage_since is not None and time.monotonic() - outage_since > max_outage:
+                    raise UnreachableError(f"lost the events of {job_id} from {self.base_url}: {exc}") from exc
+            except (UnreachableError, ServerError, RateLimitedError):
+                if outage_since is not None and time.monotonic() - outage_since > max_outage:
+                    raise
+            # The stream broke (or closed before its `end` frame): reconnect with Last-Event-ID.
+            outage_since = outage_since or time.monotonic()
+            self._sleep(self.retry.delay(attempt))
+            attempt += 1
+
+    def _open_events(self, job_id: str, last: int | None) -> httpx.Response:
+        headers = {"Accept": "text/event-stream"}
+        if last is not None:
+            headers["Last-Event-ID"] = str(last)
+        path = f"/v1/jobs/{_seg(job_id)}/events"
+        return self._send("GET", path, idempotent=True, headers=headers, stream=True, attempts=1)
+
+    def _poll_events(self, job_id: str, after: int | None, poll_interval: float) -> Iterator[Event]:
+        while True:
+            job = self.get_job(job_id)  # before the events: once it has ended, this page holds its last ones
+            page = self._events(job_id, after)
+            yield from page.items
+            after = page.next_after
+            if page.next_cursor is None and job.terminal:
+                return
+            if page.next_cursor is None:
+                self._sleep(poll_interval)
+
+    def webhook_deliveries(
+        self, job_id: str, cursor: str | None = None, limit: int | None = None
+    ) -> WebhookDeliveryList:
+        """One page of the job's webhook delivery log (oldest attempt first)."""
+        path = f"/v1/jobs/{_seg(job_id)}/webhook-deliveries"
+        return self._parse(WebhookDeliveryList, "GET", path, params={"cursor": cursor, "limit": limit})
+
+    def redeliver_webhook(self, job_id: str) -> WebhookRedelivery:
+        """Queue the job's webhook again; not retried after a lost answer (that could send it twice)."""
+        path = f"/v1/jobs/{_seg(job_id)}/webhook-deliveries/redeliver"
+        return self._parse(WebhookRedelivery, "POST", path, idempotent=False)
 
     def get_report(self, job_id: str) -> dict[str, Any]:
         return cast(dict[str, Any], self._json("GET", f"/v1/jobs/{_seg(job_id)}/report"))
@@ -475,6 +702,35 @@ class PrunekitClient:
                     if on_progress is not None:
                         on_progress(offset, total)
         return offset, resumed
+
+
+class _ProgressReader:
+    """A file handle that reports how much of it has been read (httpx streams multipart files with `read`)."""
+
+    def __init__(self, fh: IO[bytes], total: int, on_progress: ProgressCallback) -> None:
+        self._fh, self._total, self._on_progress = fh, total, on_progress
+        self.name = fh.name
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._fh.read(n)
+        self._on_progress(self._fh.tell(), self._total)
+        return data
+
+    def seek(self, offset: int, whence: int = 0) -> int:
+        return self._fh.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._fh.tell()
+
+    def fileno(self) -> int:
+        return self._fh.fileno()
+
+
+def _event_of(frame: Frame) -> Event:
+    try:
+        return Event.model_validate_json(frame.data)
+    except pydantic.ValidationError as exc:
+        raise ServerError(200, "bad_response", "unexpected event in the stream", str(exc)) from exc
 
 
 def new_idempotency_key() -> str:

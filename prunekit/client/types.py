@@ -1,16 +1,7 @@
-"""Client-only shapes. Job, event and problem bodies are the pydantic models of prunekit/spec/api.py."""
+"""Client-only shapes. Job, event, file and problem bodies are the pydantic models of prunekit/spec/api.py."""
 
 from __future__ import annotations
 
-from typing import TypedDict
-
-
-class FileInfo(TypedDict):
-    """The body of POST/GET /v1/files (the server's service/files/schemas.py FileOut); a plain dict at runtime."""
-
-    id: str
-    sha256: str
-    size: int
-    name: str
-    kind: str
-    created_at: str
+# Re-exported for code that imported FileInfo from here when it was a TypedDict; it is now the API's own model.
+from prunekit.spec.api import FileInfo as FileInfo
+from prunekit.spec.api import FileList as FileList

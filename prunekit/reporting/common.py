@@ -88,7 +88,75 @@ def speedup_note(report: Mapping[str, Any]) -> str:
     if not isinstance(stats, Mapping):
         return ""
     spread = f"middle half {times(stats.get('low'))}-{times(stats.get('high'))}"
+    interval = interval_text(stats.get("ci_low"), stats.get("ci_high"), stats.get("confidence"), times)
+    spread += f", {interval}" if interval else ""
     return f"{stats.get('basis', '?')}, {spread}" + (" (within noise)" if stats.get("within_noise") else "")
+
+
+def interval_text(low: Any, high: Any, confidence: Any, fmt: Any = None) -> str:
+    """'95% interval 0.97x-1.04x' (fmt formats each end), or '' when the interval is missing."""
+    lo, hi, c = num(low), num(high), num(confidence)
+    if lo is None or hi is None:
+        return ""
+    show = fmt or (lambda v: f"{v:.4g}")
+    return (f"{c:.0%} " if c is not None else "") + f"interval {show(lo)}-{show(hi)}"
+
+
+def gate_outcome(gate: Mapping[str, Any]) -> str:
+    """'passed', 'failed' or 'inconclusive'; reports without `outcome` derive it from `passed`."""
+    outcome = gate.get("outcome")
+    if outcome in ("passed", "failed", "inconclusive"):
+        return str(outcome)
+    return "passed" if gate.get("passed") else "failed"
+
+
+def gate_interval(gate: Mapping[str, Any]) -> str:
+    """A latency or speedup gate's interval and runtime, e.g. '95% interval 0.97x-1.04x (pytorch)', or ''."""
+    name = str(gate.get("name", ""))
+    text = interval_text(
+        gate.get("interval_low"), gate.get("interval_high"), gate.get("confidence"), lambda v: gate_value(name, v)
+    )
+    runtime = gate.get("runtime")
+    return f"{text} ({runtime})" if text and runtime else text
+
+
+@dataclass(frozen=True)
+class RuntimeRow:
+    """One runtime's latency before/after, its speedup with interval, and whether a speedup can exist there."""
+
+    runtime: str
+    before: str
+    after: str
+    speedup: str
+    possible: str
+    why: str
+
+
+def runtime_rows(report: Mapping[str, Any]) -> list[RuntimeRow]:
+    """report.runtimes formatted (empty for reports that predate it)."""
+    raw = report.get("runtimes")
+    rows = []
+    for r in raw if isinstance(raw, list) else []:
+        if not isinstance(r, Mapping):
+            continue
+        engine = str(r.get("engine") or "")
+        name = str(r.get("runtime", "?")) + (f" ({engine})" if engine else "")
+        s = r.get("speedup")
+        speedup = times(get(s, "median"))
+        interval = interval_text(get(s, "ci_low"), get(s, "ci_high"), get(s, "confidence"), times)
+        speedup += f", {interval}" if interval else ""
+        flag = r.get("speedup_possible")
+        possible = "unknown" if not isinstance(flag, bool) else ("yes" if flag else "no")
+        why = str(r.get("speedup_why") or "")
+        note = str(r.get("note") or "")
+        if note.startswith("not measured"):
+            why = f"{note}; {why}" if why else note
+        rows.append(
+            RuntimeRow(
+                name, ms(get(r, "before", "median_ms")), ms(get(r, "after", "median_ms")), speedup, possible, why
+            )
+        )
+    return rows
 
 
 def ratio_change(before: Any, after: Any) -> str:
@@ -114,6 +182,7 @@ _GATE_FORMAT = {
     "max_latency_ms": lambda v: ms(v),
     "max_artifact_bytes": lambda v: human_bytes(v),
     "min_speedup": lambda v: times(v),
+    "max_perplexity_increase": lambda v: pct(v, 1),
 }
 
 GATE_TITLES = {
@@ -123,6 +192,7 @@ GATE_TITLES = {
     "max_latency_ms": "Latency (median)",
     "max_artifact_bytes": "Artifact size",
     "min_speedup": "Speedup",
+    "max_perplexity_increase": "Validation perplexity increase",
 }
 
 
@@ -160,11 +230,14 @@ def notes(report: Mapping[str, Any]) -> list[str]:
 
 
 def overall_status(report: Mapping[str, Any]) -> str:
-    """'passed' or 'gate_missed': the report's own status, or derived from its gates when absent."""
+    """'passed', 'gate_missed' or 'inconclusive': the report's own status, or derived from its gates when absent."""
     status = report.get("status")
-    if status in ("passed", "gate_missed"):
+    if status in ("passed", "gate_missed", "inconclusive"):
         return str(status)
-    return "gate_missed" if any(not g.get("passed") for g in gates(report)) else "passed"
+    outcomes = {gate_outcome(g) for g in gates(report)}
+    if "failed" in outcomes:
+        return "gate_missed"
+    return "inconclusive" if "inconclusive" in outcomes else "passed"
 
 
 @dataclass(frozen=True)
@@ -179,6 +252,8 @@ def headline_rows(report: Mapping[str, Any]) -> list[HeadlineRow]:
     """The before/after numbers a reader looks at first, formatted; unknown values say so."""
     rows: list[HeadlineRow] = []
     before, after = report.get("before"), report.get("after")
+    if num(get(before, "val", "perplexity")) is not None or num(get(after, "val", "perplexity")) is not None:
+        return _perplexity_rows(before, after) + _model_rows(report)
     for label, split in (("Train accuracy", "train"), ("Validation accuracy", "val")):
         b, a = get(before, split, "accuracy"), get(after, split, "accuracy")
         rows.append(HeadlineRow(label, pct(b), pct(a), diff_pp(b, a)))
@@ -187,7 +262,28 @@ def headline_rows(report: Mapping[str, Any]) -> list[HeadlineRow]:
     drop = num(report.get("accuracy_drop"))
     if drop is not None:
         rows.append(HeadlineRow("Validation accuracy drop", DASH, pp(drop)))
+    return rows + _model_rows(report)
 
+
+def _perplexity_rows(before: Any, after: Any) -> list[HeadlineRow]:
+    """Causal LMs: token-weighted perplexity per split and the val - train loss gap."""
+    rows = []
+    for label, split in (("Train perplexity", "train"), ("Validation perplexity", "val")):
+        b, a = num(get(before, split, "perplexity")), num(get(after, split, "perplexity"))
+        change = f"{(a / b - 1) * 100:+.1f}%" if a is not None and b else ""
+        rows.append(HeadlineRow(label, _plain(b), _plain(a), change))
+    gb, ga = num(get(before, "loss_gap")), num(get(after, "loss_gap"))
+    rows.append(HeadlineRow("Loss gap (val - train, nats/token)", _plain(gb, 4), _plain(ga, 4)))
+    return rows
+
+
+def _plain(value: float | None, digits: int = 2) -> str:
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def _model_rows(report: Mapping[str, Any]) -> list[HeadlineRow]:
+    """Sparsity, size, FLOPs, latency and fidelity rows, whatever the task."""
+    rows: list[HeadlineRow] = []
     sp = report.get("sparsity")
     target = num(get(sp, "target_sparsity"))
     rows.append(
@@ -229,11 +325,27 @@ def headline_rows(report: Mapping[str, Any]) -> list[HeadlineRow]:
             ratio_change(get(lb, "median_ms"), get(la, "median_ms")),
         )
     )
+    tb, ta = num(get(lb, "tokens_per_s")), num(get(la, "tokens_per_s"))
+    if tb is not None or ta is not None:
+        seq = get(la, "sequence_length") or get(lb, "sequence_length")
+        rows.append(
+            HeadlineRow(f"Tokens per second ({seq} per sequence)", _plain(tb, 0), _plain(ta, 0), ratio_change(tb, ta))
+        )
     note = speedup_note(report)
     speedup = times(report.get("speedup")) + (f" ({note})" if note else "")
     rows.append(HeadlineRow("Speedup (latency before / after)", DASH, speedup))
     fid = report.get("fidelity")
-    if isinstance(fid, Mapping):
+    if isinstance(fid, Mapping) and num(fid.get("cosine_similarity")) is not None:
+        rel = num(fid.get("relative_error"))
+        rows.append(
+            HeadlineRow(
+                f"Output cosine similarity with original ({fid.get('split', '?')})",
+                DASH,
+                _plain(num(fid.get("cosine_similarity")), 4),
+                f"relative error {rel:.4f}" if rel is not None else "",
+            )
+        )
+    elif isinstance(fid, Mapping):
         kl = num(fid.get("kl_divergence"))
         rows.append(
             HeadlineRow(

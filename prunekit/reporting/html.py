@@ -1,4 +1,4 @@
-"""Self-contained HTML report (inline CSS and SVG plots, no external assets) and a small jobs page.
+"""Self-contained HTML report (inline CSS and SVG plots, no external assets); the jobs page is in jobs_page.py.
 
 matplotlib is imported lazily, only here: the light client never needs it. Without it the page
 still renders, with a note where the plots would be.
@@ -19,6 +19,8 @@ import yaml
 from prunekit.reporting.common import (
     DASH,
     NOT_MEASURED,
+    gate_interval,
+    gate_outcome,
     gate_threshold,
     gate_title,
     gate_value,
@@ -33,6 +35,7 @@ from prunekit.reporting.common import (
     overall_status,
     pct,
     pp,
+    runtime_rows,
     speedup_note,
     times,
     trials,
@@ -47,6 +50,8 @@ BEFORE_COLOR, AFTER_COLOR, GAP_COLOR, ACCENT = "#9aa5b1", "#2563eb", "#ea580c", 
 # Plain dingbats, not emoji: they render with ordinary fonts (no emoji font on many servers and CI browsers).
 _OK = '<span class="ok">\u2713 passed</span>'
 _MISSED = '<span class="bad">\u2717 missed</span>'
+_UNSURE = '<span class="unsure">? inconclusive</span>'
+_MARKS = {"passed": _OK, "failed": _MISSED, "inconclusive": _UNSURE}
 
 # rcParams are process-global; the server may render from several threads at once.
 _MPL_LOCK = threading.Lock()
@@ -63,6 +68,7 @@ padding-bottom:4px}h3{font-size:16px;margin:18px 0 6px}
 .badge{display:inline-block;padding:2px 10px;border-radius:12px;font-size:13px;font-weight:600;vertical-align:middle;
 color:#fff;background:var(--muted)}h1 .badge{margin-left:8px}
 .badge.passed,.badge.succeeded{background:var(--ok)}.badge.gate_missed,.badge.failed{background:var(--bad)}
+.badge.inconclusive{background:#a16207}.unsure{color:#a16207;font-weight:600}
 .badge.running{background:#2563eb}.badge.queued{background:#7c8794}.badge.canceled{background:#a16207}
 .cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:12px;margin:16px 0}
 .card{background:var(--card);border:1px solid var(--line);border-radius:8px;padding:10px 14px}
@@ -479,18 +485,30 @@ def _gates_html(report: Mapping[str, Any]) -> str:
     rows = []
     for g in gate_list:
         name = str(g.get("name", "?"))
-        mark = _OK if g.get("passed") else _MISSED
+        note = str(g.get("reason") or "") or gate_interval(g)  # an inconclusive gate's reason states it
         rows.append(
             [
                 f"{_e(gate_title(name))} <code>{_e(name)}</code>",
                 _e(gate_value(name, g.get("value"))),
                 _e(gate_threshold(g)),
-                mark,
-                _e(g.get("reason") or ""),
+                _MARKS[gate_outcome(g)],
+                _e(note),
             ]
         )
-    classes = ["" if g.get("passed") else "fail" for g in gate_list]
+    classes = ["" if gate_outcome(g) == "passed" else "fail" for g in gate_list]
     return _table(["Gate", "Value", "Required", "Result", "Note"], rows, num_cols=(1, 2), row_classes=classes)
+
+
+def _runtimes_html(report: Mapping[str, Any]) -> str:
+    """Latency per runtime, and whether the method can make the model faster there ('' for older reports)."""
+    rows = [
+        [_e(r.runtime), _e(r.before), _e(r.after), _e(r.speedup), _e(r.possible), _e(r.why)]
+        for r in runtime_rows(report)
+    ]
+    if not rows:
+        return ""
+    header = ["Runtime", "Latency before", "Latency after", "Speedup", "Speedup possible?", "Why"]
+    return "<h3>Latency by runtime</h3>" + _table(header, rows, num_cols=(1, 2, 3))
 
 
 def _trials_html(report: Mapping[str, Any]) -> str:
@@ -554,11 +572,17 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
     if note_list:
         items = "".join(f"<li>{_e(n)}</li>" for n in note_list)
         parts.append(f'<section class="notes" id="notes"><strong>Read this first</strong><ul>{items}</ul></section>')
-    parts.append(f'<section id="headline"><h2>Headline</h2>{_cards(report)}')
-    rows = [[_e(r.label), _e(r.before), _e(r.after), _e(r.change)] for r in headline_rows(report)]
-    parts.append(_table(["Metric", "Before", "After", "Change"], rows, num_cols=(1, 2, 3)) + "</section>")
-    parts.append(f'<section id="gates"><h2>Gates</h2>{_gates_html(report)}</section>')
-    parts.append(f'<section id="plots"><h2>Plots</h2>{_plots(report)}</section>')
+    if isinstance(report.get("dry_run"), Mapping):
+        from prunekit.reporting.dry_run import dry_run_html  # late: that module uses this one's helpers
+
+        parts.append(dry_run_html(report))  # nothing was pruned: no before/after, gates or plots to show
+    else:
+        parts.append(f'<section id="headline"><h2>Headline</h2>{_cards(report)}')
+        rows = [[_e(r.label), _e(r.before), _e(r.after), _e(r.change)] for r in headline_rows(report)]
+        parts.append(_table(["Metric", "Before", "After", "Change"], rows, num_cols=(1, 2, 3)))
+        parts.append(_runtimes_html(report) + "</section>")
+        parts.append(f'<section id="gates"><h2>Gates</h2>{_gates_html(report)}</section>')
+        parts.append(f'<section id="plots"><h2>Plots</h2>{_plots(report)}</section>')
     from prunekit.reporting.sweep_bands import sweep_html  # late: that module uses this one's plot helpers
 
     parts.append(sweep_html(report))  # '' unless a sweep report with grid points
@@ -599,60 +623,3 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
         f"<footer>report version {_e(report.get('report_version', '?'))} · prunekit {_e(version or '?')}</footer>"
     )
     return _page(title, "".join(parts))
-
-
-# ------------------------------------------------------------------ jobs page
-
-
-def render_jobs_page(
-    jobs: Sequence[Mapping[str, Any]], refresh_seconds: int | None = None, signed_in_as: str | None = None
-) -> str:
-    """A plain list of jobs with status, progress and links to their reports (and a sign-out for sessions)."""
-    rows = []
-    for job in jobs:
-        job_id = str(job.get("id", "?"))
-        status = str(job.get("status", "?"))
-        raw_links = job.get("links")
-        links: Mapping[str, Any] = raw_links if isinstance(raw_links, Mapping) else {}
-        report_html = links.get("report_html")
-        if not report_html and status == "succeeded":
-            report_html = f"/v1/jobs/{job_id}/report.html"
-        report_link = f'<a href="{_e(report_html)}">report</a>' if report_html else DASH
-        if links.get("report"):
-            report_link += f' · <a href="{_e(links["report"])}">json</a>'
-        if links.get("artifact"):
-            report_link += f' · <a href="{_e(links["artifact"])}">artifact</a>'
-        progress = DASH
-        if status in ("queued", "running"):
-            progress = f"{_e(job.get('stage') or status)} {num(job.get('percent')) or 0:.0f}%"
-        gate = job.get("gate_status")
-        gate_html = {"passed": _OK, "gate_missed": _MISSED}.get(str(gate), DASH)
-        error = job.get("error")
-        if isinstance(error, Mapping):
-            gate_html = _e(f"{error.get('code', 'error')}: {error.get('message', '')}")[:200]
-        rows.append(
-            [
-                f"<code>{_e(job_id)}</code>",
-                f'<span class="badge {_e(status)}">{_e(status)}</span>',
-                _e(job.get("kind") or DASH),
-                progress,
-                gate_html,
-                _e(job.get("created_at") or DASH),
-                _e(job.get("finished_at") or DASH),
-                report_link,
-            ]
-        )
-    body = "<header><h1>prunekit jobs</h1>"
-    meta = f"{len(rows)} job{'s' if len(rows) != 1 else ''}, newest first"
-    if signed_in_as:
-        meta += (
-            f' · signed in as <b>{_e(signed_in_as)}</b> <form method="post" action="/ui/logout" class="inline">'
-            '<button type="submit">sign out</button></form>'
-        )
-    body += f'<div class="meta">{meta}</div></header>'
-    if rows:
-        body += _table(["Job", "Status", "Kind", "Progress", "Gates", "Created", "Finished", "Links"], rows)
-    else:
-        body += '<p class="muted">No jobs yet. Submit one with <code>prunekit submit MODEL --spec spec.yaml</code>.</p>'
-    head = f'<meta http-equiv="refresh" content="{int(refresh_seconds)}">' if refresh_seconds else ""
-    return _page("prunekit jobs", body, head)

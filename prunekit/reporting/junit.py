@@ -7,7 +7,16 @@ import xml.etree.ElementTree as ET
 from collections.abc import Mapping
 from typing import Any
 
-from prunekit.reporting.common import gate_threshold, gate_title, gate_value, gates, headline_rows, notes
+from prunekit.reporting.common import (
+    gate_interval,
+    gate_outcome,
+    gate_threshold,
+    gate_title,
+    gate_value,
+    gates,
+    headline_rows,
+    notes,
+)
 
 # Characters XML 1.0 forbids; a stray one in a log message would make the whole file unreadable.
 _INVALID_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
@@ -17,8 +26,14 @@ def _clean(text: object) -> str:
     return _INVALID_XML.sub("?", str(text))
 
 
-def _suite_root(job_id: str, tests: int, failures: int, errors: int) -> tuple[ET.Element, ET.Element]:
-    counts = {"tests": str(tests), "failures": str(failures), "errors": str(errors), "skipped": "0", "time": "0"}
+def _suite_root(job_id: str, tests: int, failures: int, errors: int, skipped: int = 0) -> tuple[ET.Element, ET.Element]:
+    counts = {
+        "tests": str(tests),
+        "failures": str(failures),
+        "errors": str(errors),
+        "skipped": str(skipped),
+        "time": "0",
+    }
     root = ET.Element("testsuites", {"name": "prunekit", **counts})
     suite = ET.SubElement(root, "testsuite", {"name": _clean(f"prunekit.{job_id}"), **counts})
     return root, suite
@@ -30,10 +45,14 @@ def _serialize(root: ET.Element) -> str:
 
 
 def render_junit(report: Mapping[str, Any], job_id: str) -> str:
-    """One <testcase> per gate in the report; a missed gate carries a <failure> with value and threshold."""
+    """One <testcase> per gate in the report; a missed gate carries a <failure> with value and threshold.
+
+    An inconclusive gate (its interval straddles the threshold) is <skipped>: it was neither met nor missed.
+    """
     gate_list = gates(report)
-    failed = [g for g in gate_list if not g.get("passed")]
-    root, suite = _suite_root(job_id, len(gate_list), len(failed), 0)
+    failed = [g for g in gate_list if gate_outcome(g) == "failed"]
+    unsure = [g for g in gate_list if gate_outcome(g) == "inconclusive"]
+    root, suite = _suite_root(job_id, len(gate_list), len(failed), 0, len(unsure))
     props = ET.SubElement(suite, "properties")
     for name, value in (("job_id", job_id), ("kind", report.get("kind")), ("status", report.get("status"))):
         if value is not None:
@@ -43,8 +62,14 @@ def render_junit(report: Mapping[str, Any], job_id: str) -> str:
         case = ET.SubElement(suite, "testcase", {"classname": "prunekit.gates", "name": _clean(name), "time": "0"})
         value, threshold = gate_value(name, g.get("value")), gate_threshold(g)
         line = f"{gate_title(name)}: {value} (required {threshold})"
-        if g.get("passed"):
+        interval = gate_interval(g)
+        line += f", {interval}" if interval else ""
+        outcome = gate_outcome(g)
+        if outcome == "passed":
             ET.SubElement(case, "system-out").text = _clean(line)
+        elif outcome == "inconclusive":
+            message = f"{name} inconclusive: {g.get('reason') or interval}"
+            ET.SubElement(case, "skipped", {"message": _clean(message)}).text = _clean(line)
         else:
             reason = str(g.get("reason") or "")
             message = f"{name}: {value}, required {threshold}" + (f" ({reason})" if reason else "")

@@ -6,6 +6,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from prunekit.reporting.common import (
+    gate_interval,
+    gate_outcome,
     gate_threshold,
     gate_title,
     gate_value,
@@ -18,10 +20,13 @@ from prunekit.reporting.common import (
     overall_status,
     pct,
     pp,
+    runtime_rows,
     trials,
 )
 
-PASS, FAIL = "✅", "❌"
+PASS, FAIL, UNSURE = "✅", "❌", "❔"
+_MARK = {"passed": PASS, "failed": FAIL, "inconclusive": UNSURE}
+_BADGE = {"passed": f"{PASS} passed", "gate_missed": f"{FAIL} gate missed", "inconclusive": f"{UNSURE} inconclusive"}
 MAX_TRIAL_ROWS = 50
 
 
@@ -39,8 +44,12 @@ def _table(header: list[str], rows: list[list[str]], align: list[str] | None = N
 
 def render_markdown(report: Mapping[str, Any], job_id: str | None = None) -> str:
     """Headline table (accuracy before/after on train and val, gap, sparsity, size, latency, speedup) and gates."""
+    if isinstance(report.get("dry_run"), Mapping):
+        from prunekit.reporting.dry_run import dry_run_markdown  # late: that module uses this one's table helper
+
+        return dry_run_markdown(report, job_id)
     status = overall_status(report)
-    badge = f"{PASS} passed" if status == "passed" else f"{FAIL} gate missed"
+    badge = _BADGE.get(status, status)
     title = f"## prunekit {report.get('kind') or 'compress'}"
     if job_id:
         title += f" `{job_id}`"
@@ -57,6 +66,7 @@ def render_markdown(report: Mapping[str, Any], job_id: str | None = None) -> str
     rows = [[r.label, r.before, r.after, r.change] for r in headline_rows(report)]
     lines += _table(["Metric", "Before", "After", "Change"], rows, ["---", "--:", "--:", "--:"])
     lines.append("")
+    lines += _runtimes(report)
 
     gate_list = gates(report)
     lines.append("### Gates")
@@ -65,8 +75,8 @@ def render_markdown(report: Mapping[str, Any], job_id: str | None = None) -> str
         gate_rows = []
         for g in gate_list:
             name = str(g.get("name", "?"))
-            result = PASS if g.get("passed") else FAIL
-            reason = str(g.get("reason") or "")
+            result = _MARK[gate_outcome(g)]
+            reason = str(g.get("reason") or "") or gate_interval(g)  # an inconclusive gate's reason states it
             value = gate_value(name, g.get("value"))
             gate_rows.append([f"{result} {gate_title(name)}", f"`{name}`", value, gate_threshold(g), reason])
         lines += _table(["Gate", "Name", "Value", "Threshold", "Note"], gate_rows)
@@ -109,6 +119,16 @@ def render_markdown(report: Mapping[str, Any], job_id: str | None = None) -> str
         if total:
             lines += [f"<sub>Ran in {total:.1f} s · seed {report.get('seed', '?')}</sub>", ""]
     return "\n".join(lines)
+
+
+def _runtimes(report: Mapping[str, Any]) -> list[str]:
+    """Latency per runtime, and whether the method can make the model faster there."""
+    rows = runtime_rows(report)
+    if not rows:
+        return []
+    table = [[r.runtime, r.before, r.after, r.speedup, r.possible, r.why] for r in rows]
+    header = ["Runtime", "Latency before", "Latency after", "Speedup", "Speedup possible?", "Why"]
+    return ["### Latency by runtime", "", *_table(header, table, ["---", "--:", "--:", "--:", "---", "---"]), ""]
 
 
 def render_failure_markdown(job: Mapping[str, Any]) -> str:

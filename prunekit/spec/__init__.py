@@ -21,7 +21,10 @@ from prunekit.spec.pruning import (
     PruningSpec,
     RandomPruning,
     ScheduleSpec,
+    SparseGPTPruning,
     StructuralPruning,
+    TransformerStructuralPruning,
+    WandaPruning,
 )
 from prunekit.spec.report import Report
 from prunekit.spec.training import DistillationSpec, FinetuneSpec, OptimizerSpec, RegularizersSpec
@@ -47,9 +50,12 @@ __all__ = [
     "ScheduleSpec",
     "SearchSpec",
     "SensitivitySpec",
+    "SparseGPTPruning",
     "SpecError",
     "StructuralPruning",
     "SweepSpec",
+    "TransformerStructuralPruning",
+    "WandaPruning",
     "json_schema",
     "load_spec",
     "parse_spec",

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from prunekit.spec.pruning import MagnitudePruning, PruningSpec, Sparsity
+from prunekit.spec.pruning import LatencyRuntime, MagnitudePruning, PruningSpec, Sparsity
 from prunekit.spec.training import FinetuneSpec, RegularizersSpec
 
 SPEC_VERSION: Literal[1] = 1
@@ -50,17 +50,28 @@ class InputSpec(_Strict):
         return self
 
 
+ModelTask = Literal["auto", "causal_lm", "sequence_classification", "image_classification", "feature_extraction"]
+
+
 class ModelSpec(_Strict):
     """How to read the uploaded model."""
 
-    format: Literal["auto", "torchscript", "export", "state_dict"] = Field(
-        "auto", description="auto detects the format from the file's content, never from its name."
+    format: Literal["auto", "torchscript", "export", "state_dict", "huggingface"] = Field(
+        "auto",
+        description="auto detects the format from the file's content, never from its name; huggingface is a "
+        ".tar, .tar.gz or .zip of a save_pretrained folder.",
+    )
+    task: ModelTask = Field(
+        "auto",
+        description="Hugging Face checkpoints: which AutoModelFor<Task> class to build; auto reads "
+        "config.architectures. Other formats: causal_lm evaluates perplexity on token-id data, "
+        "feature_extraction compares outputs with the original; auto means classification.",
     )
     architecture: str | None = Field(
         None,
-        description="Required for state-dicts: 'torchvision/<name>' or '<entry-point group name>/<name>' "
-        "registered under the 'prunekit.architectures' entry-point group.",
-        examples=["torchvision/resnet18", "prunekit/digits_cnn"],
+        description="Required for state-dicts: 'torchvision/<name>', 'timm/<name>' or "
+        "'<entry-point group name>/<name>' registered under the 'prunekit.architectures' entry-point group.",
+        examples=["torchvision/resnet18", "timm/resnet18", "prunekit/digits_cnn"],
     )
     kwargs: dict[str, Any] = Field(default_factory=dict, description="Keyword arguments for the architecture.")
     input_shape: list[Annotated[int, Field(ge=1)]] | None = Field(
@@ -104,8 +115,11 @@ class ModelSpec(_Strict):
 
 
 class OutputSpec(_Strict):
-    format: Literal["same", "torchscript", "export", "state_dict"] = Field(
-        "same", description="same keeps the input's format; state-dict inputs may be written as torchscript or export."
+    format: Literal["same", "torchscript", "export", "state_dict", "huggingface", "sparse_state_dict"] = Field(
+        "same",
+        description="same keeps the input's format; state-dict inputs may be written as torchscript or export. "
+        "sparse_state_dict (mask methods): a .safetensors of only the surviving weights (bitmask + values), "
+        "restored dense with the plain-torch loader in the README, into the architecture or the uploaded model.",
     )
     also_onnx: bool = Field(False, description="Also export ONNX, checked against PyTorch with onnxruntime.")
 
@@ -114,6 +128,45 @@ class DataSpec(_Strict):
     val_fraction: float = Field(0.2, gt=0, lt=1, description="Used when the dataset has no x_val/y_val.")
     split_seed: int = 0
     max_train_samples: int | None = Field(None, ge=1)
+    seq_len: int = Field(
+        128, ge=2, le=1_048_576, description="Text data: tokens per sample; causal-LM text is packed into blocks."
+    )
+    text_field: str = Field("text", min_length=1, max_length=64, description="Text data: the field with the text.")
+    label_field: str = Field("label", min_length=1, max_length=64, description="Text data: the class label's field.")
+    too_long: Literal["truncate", "refuse"] = Field(
+        "truncate",
+        description="Text classification: a text longer than seq_len tokens is cut (with a note) or refused.",
+    )
+    calibration_samples: int = Field(
+        128,
+        ge=1,
+        le=100_000,
+        description="wanda / sparsegpt: the first this many training rows (after the seeded split, i.e. a seeded "
+        "sample when the data has no x_val) are the calibration inputs; all of them when there are fewer.",
+    )
+    input_field: str = Field(
+        "x", min_length=1, max_length=64, description="Parquet data: the column with each row's input numbers."
+    )
+    image_size: list[Annotated[int, Field(ge=1, le=4096)]] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="Image folders: [height, width] each image is resized to (default: the model's input shape, "
+        "the checkpoint's preprocessor_config.json, else the images' own size).",
+    )
+    channels: Literal[1, 3] | None = Field(
+        None, description="Image folders: 1 (grayscale) or 3 (RGB); default: the model's input shape, else 3."
+    )
+    mean: list[float] | None = Field(
+        None,
+        min_length=1,
+        max_length=3,
+        description="Image folders: per-channel mean subtracted after scaling pixels to [0, 1] (default: the "
+        "checkpoint's preprocessor_config.json, else none).",
+    )
+    std: list[Annotated[float, Field(gt=0)]] | None = Field(
+        None, min_length=1, max_length=3, description="Image folders: per-channel std divided by, after the mean."
+    )
 
 
 class LatencySpec(_Strict):
@@ -121,11 +174,24 @@ class LatencySpec(_Strict):
     repeats: int = Field(30, ge=3, le=10_000)
     warmup: int = Field(5, ge=0, le=1000)
     threads: int | None = Field(None, ge=1, le=256, description="CPU threads while timing (default: torch's).")
+    confidence: float = Field(
+        0.95,
+        ge=0.5,
+        le=0.999,
+        description="Coverage of the intervals stated for the median latency and speedup; a latency or speedup gate "
+        "whose interval straddles its threshold is 'inconclusive'.",
+    )
 
 
 class EvaluationSpec(_Strict):
     batch_size: int = Field(256, ge=1, le=65_536)
     latency: LatencySpec = Field(default_factory=LatencySpec)
+    runtimes: list[LatencyRuntime] = Field(
+        default_factory=lambda: list[LatencyRuntime](["pytorch"]),
+        min_length=1,
+        description="Runtimes the original and the artifact are timed on (pytorch always is); onnxruntime is added "
+        "when output.also_onnx, gates.runtime or pruning.target_speedup_runtime asks for it.",
+    )
 
 
 class GatesSpec(_Strict):
@@ -140,6 +206,12 @@ class GatesSpec(_Strict):
     min_speedup: float | None = Field(None, gt=0, description="Latency before / latency after.")
     max_generalization_gap: float | None = Field(
         None, ge=0, le=1, description="Train minus validation accuracy after compression, as a fraction."
+    )
+    max_perplexity_increase: float | None = Field(
+        None, ge=0, description="Causal LMs: validation perplexity after / before - 1 allowed (0.1 = 10% higher)."
+    )
+    runtime: LatencyRuntime = Field(
+        "pytorch", description="Where max_latency_ms and min_speedup are measured: the artifact in PyTorch, or ONNX."
     )
 
 
@@ -182,7 +254,11 @@ class JobSpec(_Strict):
     """A compression job: model, pruning, fine-tuning, evaluation and gates."""
 
     version: Literal[1] = SPEC_VERSION
-    kind: Literal["compress", "sensitivity", "sweep", "search"] = "compress"
+    kind: Literal["compress", "sensitivity", "sweep", "search", "dry_run"] = Field(
+        "compress",
+        description="dry_run: a pre-flight check in seconds, without pruning or fine-tuning: it loads the model "
+        "and data, runs one forward pass, plans the requested pruning and reports report.dry_run (no artifact).",
+    )
     model: ModelSpec = Field(default_factory=ModelSpec)
     pruning: PruningSpec = Field(default_factory=MagnitudePruning)
     finetune: FinetuneSpec = Field(default_factory=FinetuneSpec)
@@ -210,6 +286,15 @@ class JobSpec(_Strict):
         needed = {"sweep": self.sweep, "sensitivity": self.sensitivity, "search": self.search}
         if self.kind in needed and needed[self.kind] is None:
             raise ValueError(f"kind '{self.kind}' needs a '{self.kind}' section")
+        return self
+
+    @model_validator(mode="after")
+    def _calibrated_prunes_once(self) -> JobSpec:
+        if self.pruning.method in ("wanda", "sparsegpt") and self.finetune.regularize_epochs:
+            raise ValueError(
+                f"{self.pruning.method} prunes once on calibration data before fine-tuning: "
+                "finetune.regularize_epochs must be 0"
+            )
         return self
 
     @model_validator(mode="after")

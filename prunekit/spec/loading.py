@@ -20,7 +20,7 @@ class SpecError(ValueError):
         self.errors = errors or []
 
 
-_METHODS = {"magnitude", "random", "channel", "nm", "structural"}
+_METHODS = {"magnitude", "random", "channel", "nm", "wanda", "sparsegpt", "structural"}
 
 # No real spec nests more than a handful of levels; hostile input nested thousands deep would otherwise
 # exhaust the interpreter's recursion (in the YAML composer, pydantic or JSON encoding) instead of failing cleanly.

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_validator
 
-REPORT_VERSION: Literal[1] = 1
+# 2: perplexity and tokens per split (causal LMs), output fidelity (cosine, relative error) for non-classifiers.
+REPORT_VERSION: Literal[2] = 2
 
 
 class SplitMetrics(BaseModel):
     accuracy: float | None = Field(None, description="Top-1 accuracy as a fraction; null when not measured.")
-    loss: float | None = None
+    loss: float | None = Field(None, description="Mean cross-entropy (per sample; per token for causal LMs).")
     samples: int = 0
+    perplexity: float | None = Field(None, description="Causal LMs: exp(token-weighted mean next-token loss).")
+    tokens: int | None = Field(None, description="Causal LMs: predicted tokens the loss is averaged over.")
 
 
 class PhaseMetrics(BaseModel):
@@ -21,14 +25,23 @@ class PhaseMetrics(BaseModel):
     train: SplitMetrics = Field(default_factory=SplitMetrics)
     val: SplitMetrics = Field(default_factory=SplitMetrics)
     gap: float | None = Field(None, description="train accuracy - val accuracy (the overfitting picture).")
+    loss_gap: float | None = Field(None, description="val loss - train loss (causal LMs: the gap in nats per token).")
 
 
 class Fidelity(BaseModel):
     """Agreement of the compressed model with the original on the same inputs."""
 
     split: str
-    top1_agreement: float
-    kl_divergence: float = Field(description="Mean KL(original || compressed) of softmax outputs, in nats.")
+    top1_agreement: float | None = Field(None, description="Classifiers: share of samples with the same top-1.")
+    kl_divergence: float | None = Field(
+        None, description="Classifiers: mean KL(original || compressed) of softmax outputs, in nats."
+    )
+    cosine_similarity: float | None = Field(
+        None, description="Models without class outputs: mean cosine similarity of the (pooled) outputs."
+    )
+    relative_error: float | None = Field(
+        None, description="Models without class outputs: ||after - before|| / ||before||."
+    )
     samples: int
 
 
@@ -47,6 +60,15 @@ class NotPrunable(BaseModel):
     name: str
     shape: list[int]
     reason: str
+
+
+class SkippedLayer(BaseModel):
+    """A pruning target left dense because it cannot hold the method's pattern (e.g. N:M), and why."""
+
+    name: str
+    shape: list[int]
+    reason: str
+    share: float = Field(description="Its weights as a fraction of all pruning targets' weights (skipped included).")
 
 
 class SparsityStats(BaseModel):
@@ -71,6 +93,10 @@ class SparsityStats(BaseModel):
     not_prunable: list[NotPrunable] = Field(
         default_factory=list, description="Weight tensors no method can prune here (e.g. loose parameters), why."
     )
+    skipped_layers: list[SkippedLayer] = Field(
+        default_factory=list,
+        description="Targets left dense because they cannot hold the pattern (N:M: input size not divisible by m).",
+    )
 
 
 class SizeStats(BaseModel):
@@ -94,7 +120,20 @@ class LatencyStats(BaseModel):
     repeats: int
     device: str
     threads: int | None = None
-    runtime: str | None = Field(None, description="The format timed: torchscript, export or eager (state_dict).")
+    runtime: str | None = Field(
+        None, description="The format timed: torchscript, export or eager (state_dict); onnxruntime for ONNX Runtime."
+    )
+    ci_low_ms: float | None = Field(
+        None, description="Lower end of the median's confidence interval (order statistics)."
+    )
+    ci_high_ms: float | None = Field(None, description="Upper end of the median's confidence interval.")
+    confidence: float | None = Field(
+        None, description="Coverage of [ci_low_ms, ci_high_ms] (0.95 asked; less with fewer than 6 repeats)."
+    )
+    sequence_length: int | None = Field(None, description="Token-id models: tokens per sequence timed.")
+    tokens_per_s: float | None = Field(
+        None, description="Token-id models: batch_size x sequence_length / median latency (all positions at once)."
+    )
 
 
 class SpeedupStats(BaseModel):
@@ -106,6 +145,29 @@ class SpeedupStats(BaseModel):
     rounds: int
     within_noise: bool = Field(description="The spread contains 1.0: no speedup or slowdown can be claimed.")
     basis: str = Field(description="What was compared, e.g. 'torchscript vs torchscript'.")
+    ci_low: float | None = Field(
+        None, description="Lower end of the median ratio's confidence interval (order statistics of the rounds)."
+    )
+    ci_high: float | None = Field(None, description="Upper end of the median ratio's confidence interval.")
+    confidence: float | None = Field(
+        None, description="Coverage of [ci_low, ci_high] (0.95 asked; less with fewer than 6 rounds)."
+    )
+    runtime: str | None = Field(None, description="'pytorch' or 'onnxruntime': the runtime both sides ran on.")
+
+
+class RuntimeLatency(BaseModel):
+    """The original and the artifact timed interleaved on one runtime, and whether a speedup can exist there."""
+
+    runtime: Literal["pytorch", "onnxruntime"]
+    engine: str = Field(description="PyTorch: the format timed (torchscript, export, eager); ONNX Runtime: provider.")
+    before: LatencyStats | None = None
+    after: LatencyStats | None = None
+    speedup: SpeedupStats | None = None
+    speedup_possible: bool | None = Field(
+        None, description="Whether the pruning method can make the model faster on this runtime (null: unknown)."
+    )
+    speedup_why: str = Field("", description="Why a speedup can or cannot exist on this runtime.")
+    note: str = Field("", description="Why it was not measured, or what the numbers include.")
 
 
 class EpochRecord(BaseModel):
@@ -120,13 +182,34 @@ class EpochRecord(BaseModel):
     seconds: float
 
 
+GateOutcome = Literal["passed", "failed", "inconclusive"]
+ReportStatus = Literal["passed", "gate_missed", "inconclusive"]
+
+
 class GateResult(BaseModel):
     name: str
     value: float | None
     threshold: float
     comparison: Literal["<=", ">="]
-    passed: bool
-    reason: str = Field("", description="Why a gate could not be evaluated (counts as failed).")
+    passed: bool = Field(description="True only for the outcome 'passed'.")
+    reason: str = Field(
+        "", description="Why a gate could not be evaluated (counts as failed), or why it is inconclusive."
+    )
+    outcome: GateOutcome | None = Field(
+        None,
+        description="passed / failed; inconclusive: the value's confidence interval straddles the threshold, so "
+        "timing noise decides (latency and speedup gates). Older reports: derived from passed.",
+    )
+    interval_low: float | None = Field(None, description="Latency and speedup gates: the value's interval.")
+    interval_high: float | None = None
+    confidence: float | None = Field(None, description="Coverage of [interval_low, interval_high].")
+    runtime: str | None = Field(None, description="Latency and speedup gates: the runtime measured.")
+
+    @model_validator(mode="after")
+    def _derive_outcome(self) -> GateResult:
+        if self.outcome is None:
+            self.outcome = "passed" if self.passed else "failed"
+        return self
 
 
 class Isolation(BaseModel):
@@ -236,10 +319,161 @@ class StructuralReport(BaseModel):
     )
 
 
+class TransformerWidths(BaseModel):
+    """The widths of a Hugging Face transformer, as its config.json states them (the same in every layer)."""
+
+    num_attention_heads: int
+    num_key_value_heads: int
+    head_dim: int
+    intermediate_size: int
+    hidden_size: int
+    num_hidden_layers: int
+
+
+class TransformerStructuralReport(BaseModel):
+    """What transformer_structural removed (heads, MLP channels, hidden size, blocks) and how the model fared."""
+
+    model_type: str = Field(description="config.model_type of the checkpoint, e.g. 'gpt2', 'llama', 'bert'.")
+    widths_before: TransformerWidths
+    widths_after: TransformerWidths = Field(description="As written to the artifact's config.json.")
+    removed_layers: list[int] = Field(default_factory=list, description="Indices of the blocks removed (depth).")
+    importance: str = Field(description="'activation' (calibration rows) or 'magnitude' (weight norms).")
+    calibration_rows: int = Field(0, description="Training rows the importance (and block ranking) was measured on.")
+    params_before: int
+    params_after: int
+    scale: float = Field(1.0, description="Budgets: the factor the requested ratios were scaled by (1: as given).")
+    budget: str | None = Field(None, description="The budget searched for (target_params / target_speedup), if any.")
+    budget_reached: bool | None = None
+    measured_speedup: float | None = Field(
+        None, description="target_speedup: the speedup measured for the chosen widths during the search."
+    )
+    after_pruning: SplitMetrics | None = Field(
+        None, description="Validation metrics right after removal, before recovery (report.after: after recovery)."
+    )
+    recovery: str | None = Field(None, description="How the smaller model was recovered (distillation), if it was.")
+    seconds: float = Field(description="Wall time of scoring and removal.")
+    notes: list[str] = Field(default_factory=list)
+
+
+class DryRunProblemCode(StrEnum):
+    """What a dry run found that would make the full job fail (or do nothing useful)."""
+
+    INVALID_DATA = "invalid_data"  # the dataset cannot be read
+    MISSING_INPUTS = "missing_inputs"  # no data and no model.input_shape / model.inputs to build a sample from
+    INPUT_MISMATCH = "input_mismatch"  # the data's sample shape differs from the declared inputs
+    FORWARD_FAILED = "forward_failed"  # the model cannot run on the sample (shape or dtype it cannot take)
+    OUTPUTS_MISMATCH = "outputs_mismatch"  # the outputs do not suit the task or the data's labels
+    PRUNING_PLAN = "pruning_plan"  # the pruning section does not fit this model (nothing to prune, bad override)
+    NEEDS_DATA = "needs_data"  # the method needs data the job does not have (calibration, taylor importance)
+    STRUCTURAL_BLOCKED = "structural_blocked"  # structural pruning cannot run on this model
+    OUTPUT_FORMAT = "output_format"  # output.format is not possible for this input
+
+
+class DryRunProblem(BaseModel):
+    code: DryRunProblemCode
+    message: str
+
+
+class DryRunInput(BaseModel):
+    """One model input of the sample the dry run ran, with its batch dimension."""
+
+    name: str
+    dtype: str
+    shape: list[int]
+
+
+class DryRunLayer(BaseModel):
+    """A layer the requested pruning would prune: a parameter (mask methods) or a module (structural)."""
+
+    name: str
+    shape: list[int] = Field(description="Weight shape before pruning.")
+    params: int = Field(description="Parameters before pruning.")
+    sparsity: float = Field(description="Planned share removed: the target's sparsity, or the structural share.")
+    params_after: int = Field(
+        description="Estimate: nonzero weights kept (mask methods) or parameters left after channel removal."
+    )
+
+
+class StructuralBlocker(BaseModel):
+    """What keeps structural pruning from removing channels, and the ratios it would accept where known."""
+
+    layer: str | None = Field(None, description="The layer the blocker is about, where one is named.")
+    message: str
+    legal_ratios: list[float] | None = Field(
+        None,
+        description="Channel ratios the layer can take, where known (e.g. a grouped or GQA attention layer's head "
+        "constraints); null when any ratio works or it is not known.",
+    )
+
+
+class DryRunEstimate(BaseModel):
+    """Sizes expected after the requested pruning. Estimates, not measurements of a pruned artifact."""
+
+    params_before: int
+    params_after: int = Field(
+        description="Estimate: parameters after channel removal (structural), or nonzero parameters after masking "
+        "at the targets' planned sparsities (mask methods keep every dense shape)."
+    )
+    macs_before: int | None = Field(
+        None, description="Multiply-accumulates per sample, counted on the sample; null without a sample."
+    )
+    macs_after: int | None = Field(
+        None,
+        description="Estimate: MACs per sample after channel removal (structural, counted on a pruned copy), or "
+        "the MACs a sparse kernel could skip to at the planned sparsities (mask methods; dense MACs do not change).",
+    )
+    file_bytes_before: int = Field(description="Size of the uploaded model file.")
+    file_bytes_after: int | None = Field(
+        None,
+        description="Estimate: the input file's size scaled by the parameter ratio (structural); mask methods "
+        "store zeros densely, so the file keeps its size (the zipped size shrinks).",
+    )
+    method: str = Field("", description="How the estimates were obtained.")
+
+
+class DryRunReport(BaseModel):
+    """A pre-flight check of a job: what was detected, what would be pruned, what blocks it, what it would cost.
+
+    Nothing is pruned or fine-tuned and no artifact is written; problems are collected, not raised.
+    """
+
+    format: str = Field(description="The detected model format (torchscript, export, state_dict, huggingface).")
+    container: str = Field("", description="The file container read, e.g. 'safetensors' or 'torchscript zip'.")
+    task: str = Field(description="How outputs are read: classification, causal_lm, feature_extraction, ...")
+    architecture: str | None = None
+    method: str = Field(description="The requested pruning method.")
+    inputs: list[DryRunInput] = Field(default_factory=list, description="The sample the forward pass ran on.")
+    inputs_source: str = Field("", description="Where the sample came from: data, spec, model config or program.")
+    forward_ok: bool = Field(False, description="One forward pass on the sample succeeded.")
+    prunable: list[DryRunLayer] = Field(default_factory=list)
+    not_prunable: list[NotPrunable] = Field(
+        default_factory=list, description="Weights left out of the plan, and why (mask methods)."
+    )
+    skipped_layers: list[SkippedLayer] = Field(
+        default_factory=list, description="Targets that cannot hold the method's pattern (N:M), left dense."
+    )
+    classifier: list[str] = Field(default_factory=list, description="Parameters of the output layers (kept).")
+    structural_blockers: list[StructuralBlocker] = Field(
+        default_factory=list, description="Why structural pruning would be refused or remove nothing."
+    )
+    expected: DryRunEstimate | None = Field(
+        None, description="Null when the pruning could not be planned (e.g. structural pruning refused)."
+    )
+    output_format: str | None = Field(None, description="The artifact format the full job would write.")
+    output_formats: list[str] = Field(default_factory=list, description="Every output.format possible here.")
+    runtimes: list[str] = Field(default_factory=list, description="Runtimes the possible formats deploy to.")
+    problems: list[DryRunProblem] = Field(default_factory=list, description="What the full job would fail on.")
+    seconds: float = Field(0.0, description="Wall time of the dry run.")
+
+
 class Report(BaseModel):
-    report_version: Literal[1] = REPORT_VERSION
+    report_version: Literal[1, 2] = REPORT_VERSION
     kind: str = "compress"
-    status: Literal["passed", "gate_missed"] = "passed"
+    status: ReportStatus = Field(
+        "passed",
+        description="gate_missed: a gate failed; inconclusive: none failed, but a latency or speedup gate's "
+        "interval straddles its threshold.",
+    )
     spec: dict[str, Any]
     seed: int
     input_format: str
@@ -263,6 +497,9 @@ class Report(BaseModel):
     speedup_vs_input: SpeedupStats | None = Field(
         None, description="Only when the formats differ: the original as uploaded against the artifact."
     )
+    runtimes: list[RuntimeLatency] = Field(
+        default_factory=list, description="Latency per runtime (pytorch, onnxruntime) and whether a speedup can exist."
+    )
     history: list[EpochRecord] = Field(default_factory=list)
     gates: list[GateResult] = Field(default_factory=list)
     trials: list[Trial] = Field(default_factory=list)
@@ -270,6 +507,10 @@ class Report(BaseModel):
     sweep_recommendation: SweepRecommendation | None = None
     sensitivity: dict[str, Any] | None = None
     structural: StructuralReport | None = Field(None, description="Set by structural pruning only.")
+    transformer_structural: TransformerStructuralReport | None = Field(
+        None, description="Set by transformer_structural pruning only."
+    )
+    dry_run: DryRunReport | None = Field(None, description="Set by kind dry_run only.")
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     environment: Environment
     isolation: Isolation | None = None

@@ -2,21 +2,26 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Annotated
+from collections.abc import Callable, Iterator
+from typing import Annotated, TypeVar
 
 from fastapi import Cookie, Depends, Header, Request
 from sqlalchemy.orm import Session
 
-from jobstore.models import FileRecord, JobRecord
+from jobstore.models import FileRecord, JobRecord, UploadSessionRecord
 from jobstore.repositories import files as files_repo
 from jobstore.repositories import jobs as jobs_repo
+from jobstore.repositories import uploads as uploads_repo
 from service.core.auth import Principal
 from service.core.errors import NotFound
 from service.core.state import AppState
 
+T = TypeVar("T")
 
-def get_state(request: Request) -> AppState:
+
+# The dependencies that do no I/O are `async def`: FastAPI runs a sync one in a worker thread, and each such hop
+# cost more than the work itself under load (see docs/benchmarks.md, the status endpoint profile).
+async def get_state(request: Request) -> AppState:
     state: AppState = request.app.state.prunekit
     return state
 
@@ -33,7 +38,7 @@ def get_session(state: StateDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def current_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
+async def current_key(state: StateDep, authorization: Annotated[str | None, Header()] = None) -> Principal:
     return state.keys.authenticate(authorization)
 
 
@@ -42,7 +47,7 @@ CurrentKey = Annotated[Principal, Depends(current_key)]
 SESSION_COOKIE = "prunekit_session"
 
 
-def browser_key(
+async def browser_key(
     state: StateDep,
     authorization: Annotated[str | None, Header()] = None,
     session: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
@@ -71,6 +76,15 @@ def owned_job(job_id: str, session: SessionDep, key: CurrentKey) -> JobRecord:
 OwnedJob = Annotated[JobRecord, Depends(owned_job)]
 
 
+def read_owned_job(state: AppState, job_id: str, key: Principal, view: Callable[[JobRecord], T]) -> T:
+    """owned_job for hot read-only polls: one autocommit query (no BEGIN/ROLLBACK), then `view` of the job."""
+    with state.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        job = jobs_repo.read_job(conn, job_id, key.name)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return view(job)
+
+
 def browser_owned_job(job_id: str, session: SessionDep, key: BrowserKey) -> JobRecord:
     """owned_job for read-only pages a browser opens from the jobs page (report, artifact)."""
     return owned_job(job_id, session, key)
@@ -87,3 +101,16 @@ def owned_file(file_id: str, session: SessionDep, key: CurrentKey) -> FileRecord
 
 
 OwnedFile = Annotated[FileRecord, Depends(owned_file)]
+
+
+def owned_upload(upload_id: str, state: StateDep, key: CurrentKey) -> UploadSessionRecord:
+    """The caller's resumable upload, or 404; read in a session of its own, closed before a chunk's body is read."""
+    with state.db.sessionmaker() as session:
+        rec = uploads_repo.get_upload(session, upload_id, key.name)
+        if rec is None:
+            raise NotFound(f"no upload {upload_id}")
+        session.expunge(rec)  # a snapshot: changes go through the service, under the row's lock
+    return rec
+
+
+OwnedUpload = Annotated[UploadSessionRecord, Depends(owned_upload)]

@@ -80,8 +80,28 @@ class RangeNotSatisfiable(ProblemError):
     status, code, title = 416, "range_not_satisfiable", "Range not satisfiable"
 
 
+class UploadOffsetMismatch(ProblemError):
+    """A chunk that does not start where the upload stands; `Upload-Offset` says where that is."""
+
+    status, code, title = 409, "upload_offset_mismatch", "The chunk does not start at the upload's offset"
+
+    def __init__(self, detail: str, offset: int) -> None:
+        super().__init__(detail, headers={"Upload-Offset": str(offset)})
+
+
+class ChecksumMismatch(ProblemError):
+    status, code, title = 422, "checksum_mismatch", "The received bytes do not match the announced sha256"
+
+
 class StoredObjectCorrupt(ProblemError):
     status, code, title = 500, "stored_object_corrupt", "A stored object does not match its record"
+
+
+class QuotaExceeded(ProblemError):
+    status, code, title = 429, "quota_exceeded", "Quota exceeded"
+
+    def __init__(self, detail: str, retry_after: int) -> None:
+        super().__init__(detail, headers={"Retry-After": str(retry_after)})
 
 
 class NotImplementedProblem(ProblemError):
@@ -99,6 +119,7 @@ _PROBLEM_DESCRIPTIONS = {
     415: "Unsupported media type (problem details)",
     416: "Range not satisfiable (problem details; `Content-Range: bytes */<size>`)",
     422: "The request is invalid (problem details; `errors` lists the fields)",
+    429: "Over the API key's quota (problem details; `Retry-After` says when to try again)",
     500: "Internal server error (problem details)",
     501: "Not available on this server (problem details)",
 }

@@ -16,7 +16,7 @@ _BROWSER_PAGES = [(b"content-security-policy", BROWSER_PAGE_CSP.encode()), (b"x-
 
 
 def is_browser_page(path: str) -> bool:
-    """The routes that serve HTML of prunekit's own (not /docs, whose Swagger UI needs its scripts)."""
+    """The routes that serve HTML of prunekit's own (not /docs and /redoc: service/ui/docs.py sets their CSP)."""
     return path == "/ui" or path.startswith("/ui/") or path.endswith("/report.html")
 
 

@@ -1,25 +1,24 @@
-"""Response bodies of the files API."""
+"""Bodies of the files API: FileInfo and FileList of prunekit/spec/api.py, built from stored rows."""
 
 from __future__ import annotations
 
-from datetime import datetime
-from typing import Literal
-
-from pydantic import BaseModel
+from datetime import timedelta
 
 from jobstore.models import FileRecord
+from prunekit.spec.api import FileInfo, FileKind, FileList
 
-FileKind = Literal["model", "data"]
+__all__ = ["FileInfo", "FileKind", "FileList", "file_info"]
 
 
-class FileOut(BaseModel):
-    id: str
-    sha256: str
-    size: int
-    name: str
-    kind: str
-    created_at: datetime
-
-    @classmethod
-    def of(cls, rec: FileRecord) -> FileOut:
-        return cls(id=rec.id, sha256=rec.sha256, size=rec.size, name=rec.name, kind=rec.kind, created_at=rec.created_at)
+def file_info(rec: FileRecord, ttl_seconds: float, in_use: bool) -> FileInfo:
+    """The API's body of a stored file; it expires `ttl_seconds` after its upload unless an active job uses it."""
+    return FileInfo(
+        id=rec.id,
+        sha256=rec.sha256,
+        size=rec.size,
+        name=rec.name,
+        kind=FileKind(rec.kind),
+        created_at=rec.created_at,
+        expires_at=rec.created_at + timedelta(seconds=ttl_seconds),
+        in_use=in_use,
+    )

@@ -6,7 +6,7 @@ import hashlib
 import json
 import logging
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from anyio import to_thread
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -17,10 +17,10 @@ from jobstore.models import PK_MAX, JobRecord
 from jobstore.repositories import jobs as repository
 from jobstore.storage import ObjectMissing
 from jobstore.views import event_view, job_view
-from prunekit.spec import SpecError
-from prunekit.spec.api import EventList, Job, JobList, JobStatus
+from prunekit.spec import JobSpec, SpecError
+from prunekit.spec.api import EventList, Job, JobList, JobStatus, WebhookEventType
 from prunekit.spec.loading import MAX_NESTING, check_nesting
-from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep
+from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep, read_owned_job
 from service.core.errors import (
     NotImplementedProblem,
     NotReady,
@@ -33,8 +33,14 @@ from service.core.errors import (
 )
 from service.core.multipart import MultipartForm, discard_files, receive_multipart
 from service.core.state import AppState
-from service.jobs import service
-from service.jobs.schemas import JobCreate
+from service.jobs import event_stream, service
+from service.jobs.schemas import (
+    METADATA_MAX_PAIRS,
+    JobCreate,
+    parse_meta_filter,
+    parse_metadata_text,
+    parse_webhook_events_text,
+)
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"], responses=problem_responses(401, 422))
@@ -68,6 +74,8 @@ _SUBMIT_DOC: dict[str, Any] = {
                         "data": {"type": "string", "format": "binary"},
                         "data_file_id": {"type": "string"},
                         "webhook_url": {"type": "string"},
+                        "metadata": {"type": "string", "description": "JobCreate.metadata as a JSON object."},
+                        "webhook_events": {"type": "string", "description": "Event types, comma-separated."},
                     },
                 },
                 "encoding": {"spec": {"contentType": "application/json, application/yaml, text/plain"}},
@@ -105,16 +113,45 @@ async def _json_submission(request: Request, state: AppState) -> service.Submiss
     try:
         req = JobCreate.model_validate(raw)
     except ValidationError as exc:
-        errors = [{"loc": ".".join(str(p) for p in e["loc"]), "msg": e["msg"]} for e in exc.errors()]
-        raise ValidationProblem("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors) from None
+        raise _validation_problem(exc) from None
     spec = service.parse_spec_or_422(req.spec)
+    hashed = req.model_dump(mode="json", exclude={"metadata"} if not req.metadata else None)
+    if req.webhook_events is None:  # absent from the hash, as before the filter existed
+        hashed.pop("webhook_events", None)
     return service.Submission(
         spec=spec,
         model_file_id=req.model_file_id,
         data_file_id=req.data_file_id,
         webhook_url=req.webhook_url,
-        request_hash=service.canonical_hash(req.model_dump(mode="json")),
+        request_hash=service.canonical_hash(hashed),
+        metadata=req.metadata,
+        webhook_events=req.webhook_events,
     )
+
+
+def _validation_problem(exc: ValidationError, *prefix: str) -> ValidationProblem:
+    errors = [{"loc": ".".join([*prefix, *(str(p) for p in e["loc"])]), "msg": e["msg"]} for e in exc.errors()]
+    return ValidationProblem("; ".join(f"{e['loc']}: {e['msg']}" for e in errors), errors)
+
+
+def _form_metadata(form: MultipartForm) -> dict[str, str]:
+    text = form.fields.get("metadata")
+    if not text:
+        return {}
+    try:
+        return parse_metadata_text(text)
+    except ValidationError as exc:
+        raise _validation_problem(exc, "metadata") from None
+
+
+def _form_webhook_events(form: MultipartForm) -> list[WebhookEventType] | None:
+    text = form.fields.get("webhook_events")
+    if text is None:
+        return None
+    try:
+        return parse_webhook_events_text(text)
+    except ValidationError as exc:
+        raise _validation_problem(exc, "webhook_events") from None
 
 
 def _multipart_submission(form: MultipartForm) -> service.Submission:
@@ -129,13 +166,19 @@ def _multipart_submission(form: MultipartForm) -> service.Submission:
     if "model" not in form.files and "model_file_id" not in form.fields:
         raise ValidationProblem("a 'model' file or 'model_file_id' is required", [{"loc": "model", "msg": "required"}])
     spec = service.parse_spec_or_422(form.fields["spec"])
+    metadata = _form_metadata(form)
     model, data = form.files.get("model"), form.files.get("data")
-    fingerprint = {
+    fingerprint: dict[str, Any] = {
         "spec": form.fields["spec"],
         "model": model.sha256 if model else form.fields.get("model_file_id"),
         "data": data.sha256 if data else form.fields.get("data_file_id"),
         "webhook_url": form.fields.get("webhook_url"),
     }
+    if metadata:  # absent when empty: a submission without metadata keeps the hash it had before metadata existed
+        fingerprint["metadata"] = metadata
+    webhook_events = _form_webhook_events(form)
+    if webhook_events is not None:
+        fingerprint["webhook_events"] = webhook_events
     return service.Submission(
         spec=spec,
         model_file_id=form.fields.get("model_file_id"),
@@ -144,10 +187,14 @@ def _multipart_submission(form: MultipartForm) -> service.Submission:
         request_hash=service.canonical_hash(fingerprint),
         inline_model=model,
         inline_data=data,
+        metadata=metadata,
+        webhook_events=webhook_events,
     )
 
 
-@router.post("", status_code=202, response_model=Job, openapi_extra=_SUBMIT_DOC, responses=problem_responses(413, 415))
+@router.post(
+    "", status_code=202, response_model=Job, openapi_extra=_SUBMIT_DOC, responses=problem_responses(413, 415, 429)
+)
 async def submit_job(
     request: Request, response: Response, state: StateDep, key: CurrentKey, idempotency_key: IdempotencyKey = None
 ) -> Job:
@@ -161,7 +208,7 @@ async def submit_job(
             request,
             state.storage,
             file_fields={"model", "data"},
-            text_fields={"spec", "model_file_id", "data_file_id", "webhook_url"},
+            text_fields={"spec", "model_file_id", "data_file_id", "webhook_url", "metadata", "webhook_events"},
             max_file_bytes=state.settings.max_upload_bytes,
             max_field_bytes=state.settings.max_form_field_bytes,
         )
@@ -192,26 +239,50 @@ async def submit_job(
     return out
 
 
+_JOB_KINDS = frozenset(get_args(JobSpec.model_fields["kind"].annotation))
+
+
+def _list_filter(status: list[JobStatus] | None, kind: str | None, meta: list[str] | None) -> repository.JobFilter:
+    if kind is not None and kind not in _JOB_KINDS:
+        raise ValidationProblem(f"unknown kind '{kind[:40]}'", [{"loc": "kind", "msg": f"one of {sorted(_JOB_KINDS)}"}])
+    if len(meta or []) > METADATA_MAX_PAIRS:
+        msg = f"at most {METADATA_MAX_PAIRS} meta filters"
+        raise ValidationProblem(msg, [{"loc": "meta", "msg": msg}])
+    pairs = []
+    for raw in meta or []:
+        try:
+            pairs.append(parse_meta_filter(raw))
+        except ValueError as exc:
+            raise ValidationProblem(f"meta: {exc}", [{"loc": "meta", "msg": str(exc)}]) from None
+    return repository.JobFilter(statuses=tuple(status or ()), kind=kind, metadata=tuple(pairs))
+
+
 @router.get("", response_model=JobList)
 def list_jobs(
     session: SessionDep,
     key: CurrentKey,
-    status: JobStatus | None = None,
+    status: Annotated[list[JobStatus] | None, Query(description="Any of these statuses (repeatable).")] = None,
+    kind: Annotated[str | None, Query(description="Only jobs of this kind (compress, sweep ...).")] = None,
+    meta: Annotated[
+        list[str] | None, Query(description="A metadata pair `key:value`; repeatable, every pair must match.")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: str | None = None,
 ) -> JobList:
-    """The caller's jobs, newest first."""
+    """The caller's jobs, newest first, filtered by status, kind and metadata pairs."""
+    filters = _list_filter(status, kind, meta)
     before = service.decode_cursor(cursor) if cursor else None
-    rows = repository.list_jobs(session, key.name, status, limit + 1, before)
+    rows = repository.list_jobs(session, key.name, filters, limit + 1, before)
     items = [job_view(j) for j in rows[:limit]]
     next_cursor = service.encode_cursor(rows[limit - 1].pk) if len(rows) > limit else None
     return JobList(items=items, next_cursor=next_cursor)
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
-def get_job(job: OwnedJob) -> Job:
+async def get_job(job_id: str, state: StateDep, key: CurrentKey) -> Job:
     """A job's status, progress, error and links."""
-    return job_view(job)
+    # CI fleets and the jobs page poll this: session, query and view in one thread hop (docs/benchmarks.md).
+    return await to_thread.run_sync(read_owned_job, state, job_id, key, job_view)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
@@ -358,14 +429,46 @@ def get_report_html(job: BrowserOwnedJob, state: StateDep) -> Response:
     return HTMLResponse(render_report_html(_read_report(job, state), job_id=job.id))
 
 
-@router.get("/{job_id}/events", response_model=EventList, responses=problem_responses(404))
+_SSE_DOC: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The events as JSON, or with `Accept: text/event-stream` a live stream of SSE frames "
+        "(`id: <seq>`, `event: <kind>`, `data: <Event>`) that ends with an `end` frame once the job has ended.",
+        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    }
+}
+
+
+def _start_seq(after: int, cursor: str | None, last_event_id: str | None) -> int:
+    """Where the events start: Last-Event-ID (a reconnecting stream), else the cursor, else `after`."""
+    if last_event_id is not None:
+        value = last_event_id.strip()
+        if not value.isdigit() or len(value) > 19 or int(value) > PK_MAX:
+            msg = "Last-Event-ID must be the seq of an event"
+            raise ValidationProblem(msg, [{"loc": "Last-Event-ID", "msg": msg}])
+        return int(value)
+    return service.decode_cursor(cursor) if cursor else after
+
+
+@router.get("/{job_id}/events", response_model=EventList, responses={**_SSE_DOC, **problem_responses(404)})
 def get_events(
     job: OwnedJob,
     session: SessionDep,
+    state: StateDep,
     after: Annotated[int, Query(ge=0, le=PK_MAX)] = 0,
+    cursor: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 500,
-) -> EventList:
-    """Progress, log and per-epoch metric events after `after`."""
-    rows = repository.list_events(session, job.id, after, limit)
+    accept: Annotated[str | None, Header()] = None,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> EventList | Response:
+    """Progress, log and per-epoch metric events after `after` (or `cursor`); live as SSE on request."""
+    start = _start_seq(after, cursor, last_event_id)
+    if event_stream.wants_stream(accept):
+        # The stream polls with short sessions of its own: give this request's connection back now.
+        session.close()
+        s = state.settings
+        return event_stream.response(state.db, job.id, start, s.events_poll_interval, s.events_keepalive)
+    rows = repository.list_events(session, job.id, start, limit)
     items = [event_view(e) for e in rows]
-    return EventList(items=items, next_after=items[-1].seq if items else after)
+    last = items[-1].seq if items else start
+    next_cursor = service.encode_cursor(last) if len(items) == limit else None
+    return EventList(items=items, next_cursor=next_cursor, next_after=last)

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.exc import IntegrityError
@@ -18,17 +16,21 @@ from jobstore.broker import Broker
 from jobstore.db import utcnow
 from jobstore.ids import new_id
 from jobstore.lifecycle import CancelOutcome
-from jobstore.models import PK_MAX, JobRecord
+from jobstore.models import JobRecord
 from jobstore.repositories import files as files_repo
 from jobstore.repositories import jobs as repository
 from jobstore.repositories import webhook_secrets
 from jobstore.settings import Settings
 from jobstore.storage import Storage
+from jobstore.webhooks import events as webhook_events
 from jobstore.webhooks.policy import WebhookRefused, check_url
 from jobstore.webhooks.secrets import NO_SECRET
 from prunekit.spec import JobSpec, SpecError, parse_spec
-from prunekit.spec.api import TERMINAL_STATUSES, EventKind, JobStatus
+from prunekit.spec.api import TERMINAL_STATUSES, EventKind, JobStatus, WebhookEventType
 from prunekit.spec.loading import parse_spec_text
+from service.core import quotas
+from service.core.cursors import decode_cursor as decode_cursor  # re-exported for the router and tests
+from service.core.cursors import encode_cursor as encode_cursor
 from service.core.errors import IdempotencyMismatch, InvalidState, ValidationProblem
 from service.core.multipart import UploadedPart
 from service.files import service as files_service
@@ -47,6 +49,8 @@ class Submission:
     request_hash: str
     inline_model: UploadedPart | None = None
     inline_data: UploadedPart | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    webhook_events: list[WebhookEventType] | None = None
 
 
 def canonical_hash(payload: Any) -> str:
@@ -78,6 +82,13 @@ def check_webhook(url: str | None, settings: Settings) -> None:
         raise ValidationProblem(str(exc), [{"loc": "webhook_url", "msg": str(exc)}]) from None
 
 
+def check_webhook_events(url: str | None, events: list[WebhookEventType] | None) -> None:
+    """An event filter only means something with a webhook to send."""
+    if events is not None and url is None:
+        msg = "webhook_events needs a webhook_url"
+        raise ValidationProblem(msg, [{"loc": "webhook_events", "msg": msg}])
+
+
 def _check_webhook_secret(session: Session, owner: str, url: str | None) -> None:
     if url is not None and webhook_secrets.get(session, owner) is None:
         raise ValidationProblem(NO_SECRET, [{"loc": "webhook_url", "msg": NO_SECRET}])
@@ -86,6 +97,10 @@ def _check_webhook_secret(session: Session, owner: str, url: str | None) -> None
 def _check_file(session: Session, owner: str, file_id: str | None, loc: str) -> None:
     if file_id is not None and files_repo.get_file(session, file_id, owner) is None:
         raise ValidationProblem(f"no file {file_id}", [{"loc": loc, "msg": "no such file"}])
+
+
+def _inline_bytes(sub: Submission) -> int:
+    return sum(part.size for part in (sub.inline_model, sub.inline_data) if part is not None)
 
 
 def _existing_for_key(session: Session, owner: str, key: str, request_hash: str) -> JobRecord | None:
@@ -103,9 +118,12 @@ def create_job(
         existing = _existing_for_key(session, owner, idempotency_key, sub.request_hash)
         if existing is not None:
             return existing, False
+    # Before the file checks: the key's lock also keeps expiry and deletes from removing the files checked next.
+    quotas.check_submit(session, settings, owner, sub.spec, _inline_bytes(sub))
     _check_file(session, owner, sub.model_file_id, "model_file_id")
     _check_file(session, owner, sub.data_file_id, "data_file_id")
     check_webhook(sub.webhook_url, settings)
+    check_webhook_events(sub.webhook_url, sub.webhook_events)
     _check_webhook_secret(session, owner, sub.webhook_url)
 
     model_id = sub.model_file_id
@@ -129,6 +147,7 @@ def create_job(
         model_file_id=model_id,
         data_file_id=data_id,
         webhook_url=sub.webhook_url,
+        webhook_events=webhook_events.normalized(sub.webhook_events),
         idempotency_key=idempotency_key,
         request_hash=sub.request_hash,
         created_at=now,
@@ -139,6 +158,7 @@ def create_job(
     )
     try:
         repository.insert_job(session, job)
+        repository.add_metadata(session, job.id, sub.metadata)
         repository.add_event(session, job.id, EventKind.STATE, "queued", ts=now)
         session.commit()
     except IntegrityError:
@@ -195,20 +215,3 @@ def delete_job(session: Session, storage: Storage, job: JobRecord) -> None:
             files_repo.delete_file(session, rec)
     repository.delete_job(session, job)
     session.commit()
-
-
-def encode_cursor(pk: int) -> str:
-    return base64.urlsafe_b64encode(f"pk:{pk}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = raw.partition(":")
-        pk = int(value)
-        # Only keys a row can have: beyond 64 bits the database cannot even compare them.
-        if prefix != "pk" or not 1 <= pk <= PK_MAX:
-            raise ValueError(raw)
-        return pk
-    except (ValueError, binascii.Error, UnicodeDecodeError):
-        raise ValidationProblem("invalid cursor", [{"loc": "cursor", "msg": "invalid cursor"}]) from None

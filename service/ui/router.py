@@ -1,20 +1,32 @@
-"""The jobs page for browsers (rendered by prunekit.reporting.html when installed), and its sign-in."""
+"""The jobs page for browsers (rendered by prunekit.reporting.jobs_page when installed), and its sign-in."""
 
 from __future__ import annotations
 
 from typing import Annotated
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Cookie, Form, Header, Request
+from fastapi import APIRouter, Cookie, Depends, Form, Header, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from jobstore.repositories import jobs as repository
-from jobstore.views import job_view
+from service.core.auth import Principal
 from service.core.deps import SESSION_COOKIE, SessionDep, StateDep, browser_key
 from service.core.errors import Forbidden, NotImplementedProblem, Unauthorized, problem_responses
+from service.ui import service
 from service.ui.pages import login_page
 
 router = APIRouter(tags=["ui"])
+
+
+async def _browser_caller(
+    state: StateDep,
+    authorization: Annotated[str | None, Header()] = None,
+    cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
+) -> Principal | Unauthorized:
+    # The jobs page answers an unknown caller with its sign-in form, not a problem body: keep the refusal.
+    try:
+        return await browser_key(state, authorization, cookie)
+    except Unauthorized as exc:
+        return exc
 
 
 @router.get(
@@ -28,21 +40,27 @@ router = APIRouter(tags=["ui"])
 def jobs_page(
     session: SessionDep,
     state: StateDep,
+    caller: Annotated[Principal | Unauthorized, Depends(_browser_caller)],
+    before: Annotated[str | None, Query(description="Cursor: the page of older jobs.")] = None,
+    after: Annotated[str | None, Query(description="Cursor: the page of newer jobs.")] = None,
     authorization: Annotated[str | None, Header()] = None,
     cookie: Annotated[str | None, Cookie(alias=SESSION_COOKIE)] = None,
 ) -> HTMLResponse:
-    """The caller's latest jobs as an HTML page; the sign-in form (401) when the browser has no session."""
+    """One page of the caller's jobs, newest first; the sign-in form (401) when the browser has no session."""
+    if isinstance(caller, Unauthorized):
+        return HTMLResponse(login_page(caller.detail if cookie else None), status_code=401)
     try:
-        key = browser_key(state, authorization, cookie)
-    except Unauthorized as exc:
-        return HTMLResponse(login_page(exc.detail if cookie else None), status_code=401)
-    try:
-        from prunekit.reporting.html import render_jobs_page
+        from prunekit.reporting.jobs_page import Pager, render_jobs_page
     except ImportError:
         raise NotImplementedProblem("this server has no HTML renderer installed") from None
-    jobs = [job_view(j).model_dump(mode="json") for j in repository.list_jobs(session, key.name, None, 100, None)]
-    signed_in = None if state.keys.disabled or authorization else key.name
-    return HTMLResponse(render_jobs_page(jobs, signed_in_as=signed_in))
+    page = service.jobs_page(session, caller.name, before, after)
+    pager = Pager(
+        newer=f"/ui?after={page.newer}" if page.newer else None,
+        older=f"/ui?before={page.older}" if page.older else None,
+        newest=None if page.first else "/ui",
+    )
+    signed_in = None if state.keys.disabled or authorization else caller.name
+    return HTMLResponse(render_jobs_page(page.jobs, signed_in_as=signed_in, pager=pager))
 
 
 @router.post("/ui/login", response_class=HTMLResponse, include_in_schema=False)

@@ -59,8 +59,14 @@ def sweep_report(torchscript_model: Path, digits_npz: Path, tmp_path_factory: py
     return out.report.model_dump(mode="json")
 
 
-@pytest.fixture(scope="session")
-def driver() -> Iterator[Any]:
+# Chromium with no way out but loopback: every host name fails to resolve and anything else goes to a dead proxy
+# (Chromium never proxies loopback), so a page that needs a CDN breaks as it would on an offline machine.
+OFFLINE_FLAGS = ("--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE 127.0.0.1", "--proxy-server=http://127.0.0.1:9")
+
+
+@contextlib.contextmanager
+def chromium(*extra_flags: str) -> Iterator[Any]:
+    """Headless Chromium (selenium) with its own profile; `extra_flags` are appended to the usual ones."""
     if not (shutil.which(CHROMIUM) and shutil.which(CHROMEDRIVER)):
         # Failing, not skipping: scripts/services.sh installs them, and a skipped browser test proves nothing.
         pytest.fail(f"needs {CHROMIUM} and {CHROMEDRIVER} (apt-get install chromium chromium-driver)")
@@ -81,6 +87,7 @@ def driver() -> Iterator[Any]:
         "--disable-sync",
         "--window-size=1280,900",
         f"--user-data-dir={profile}",
+        *extra_flags,
     ):
         options.add_argument(flag)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
@@ -91,6 +98,40 @@ def driver() -> Iterator[Any]:
     finally:
         drv.quit()
         shutil.rmtree(profile, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def driver() -> Iterator[Any]:
+    with chromium() as drv:
+        yield drv
+
+
+@pytest.fixture(scope="session")
+def offline_driver() -> Iterator[Any]:
+    """Chromium that reaches 127.0.0.1 and nothing else (OFFLINE_FLAGS)."""
+    with chromium(*OFFLINE_FLAGS) as drv:
+        yield drv
+
+
+@contextlib.contextmanager
+def serve_app(app: Any) -> Iterator[str]:
+    """Run an ASGI app with uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+    import uvicorn
+
+    from tests.service.support import free_port, wait_for
+
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: server.started or not thread.is_alive(), 30, "uvicorn to start")
+        if not server.started:
+            raise RuntimeError("uvicorn did not start")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
 
 
 def severe_logs(drv: Any) -> list[dict[str, Any]]:

@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from prunekit.cli.exit_codes import ExitCode
 from prunekit.cli.main import app
+from worker.engine.threads import default_threads
 
 runner = CliRunner()
 
@@ -77,3 +78,42 @@ def test_corrupt_model_exit_code(tmp_path: Path) -> None:
     spec.write_text("model: {input_shape: [1, 8, 8]}\n")
     result = runner.invoke(app, ["compress", str(model), "-s", str(spec), "-o", str(tmp_path / "o")])
     assert result.exit_code == ExitCode.INVALID_INPUT and "invalid_model" in result.output
+
+
+def test_compress_runs_the_sandboxed_job_with_the_threads_asked_for(
+    torchscript_model: Path, digits_npz: Path, tmp_path: Path
+) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"pruning": {"sparsity": 0.5}, "finetune": {"epochs": 0}}))
+    args = ["compress", str(torchscript_model), "-s", str(spec), "-d", str(digits_npz), "-o", str(tmp_path / "o")]
+    # Neither the default nor the inherited OMP_NUM_THREADS=1: only the option can set this many.
+    wanted = default_threads() + 2
+    result = runner.invoke(app, [*args, "--threads", str(wanted), "--json"])
+    assert result.exit_code == ExitCode.OK, result.output
+    assert json.loads(result.stdout)["environment"]["threads"] == wanted
+    assert runner.invoke(app, [*args, "--threads", "0"]).exit_code == 2  # refused by the option itself
+
+
+def test_compress_takes_a_save_pretrained_folder(tmp_path: Path) -> None:
+    from tests.worker.engine.huggingface import builders
+
+    folder = builders.gpt2(tmp_path / "tiny-gpt2")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("pruning: {method: magnitude, sparsity: 0.5}\nevaluation: {latency: {repeats: 3, warmup: 1}}\n")
+    result = runner.invoke(app, ["compress", str(folder), "--spec", str(spec), "--out", str(tmp_path / "out")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["input_format"] == "huggingface" and report["artifact_name"] == "model.tar"
+    unpacked = builders.extract(tmp_path / "out" / "model.tar", tmp_path / "unpacked")
+    assert unpacked.name == "model" and (unpacked / "tokenizer.json").is_file()
+
+
+def test_compress_refuses_a_folder_that_is_not_a_checkpoint(tmp_path: Path) -> None:
+    spec = tmp_path / "spec.yaml"
+    spec.write_text("pruning: {method: magnitude, sparsity: 0.5}\n")
+    (tmp_path / "empty").mkdir()
+    result = runner.invoke(
+        app, ["compress", str(tmp_path / "empty"), "--spec", str(spec), "--out", str(tmp_path / "o")]
+    )
+    assert result.exit_code == ExitCode.INVALID_INPUT
+    assert "config.json" in result.output

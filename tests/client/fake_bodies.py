@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import hashlib
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from prunekit.spec.api import Job, JobStatus, Problem, ProblemFieldError, Stage, job_links
+from prunekit.spec.api import FileInfo, FileKind, Job, JobStatus, Problem, ProblemFieldError, Stage, job_links
 
 # The stages a compress job reports, in the worker's order (worker/engine/progress.py STAGE_WEIGHTS);
 # `analyze` is the sensitivity kind's and `trials` the sweep's and search's.
@@ -16,7 +17,13 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def new_job(job_id: str, spec: dict[str, Any], model_id: str = "fil_x", data_id: str | None = None) -> Job:
+def new_job(
+    job_id: str,
+    spec: dict[str, Any],
+    model_id: str = "fil_x",
+    data_id: str | None = None,
+    metadata: dict[str, str] | None = None,
+) -> Job:
     """A job as just submitted: queued, nothing run yet."""
     created = now()
     return Job(
@@ -39,6 +46,22 @@ def new_job(job_id: str, spec: dict[str, Any], model_id: str = "fil_x", data_id:
         spec=spec,
         artifact=None,
         links=job_links(job_id, has_artifact=False, has_report=False),
+        metadata=dict(metadata or {}),
+    )
+
+
+def new_file(file_id: str, data: bytes, name: str, kind: str, ttl: timedelta = timedelta(days=7)) -> FileInfo:
+    """A file as just uploaded, expiring after `ttl` as the real server's do."""
+    created = now()
+    return FileInfo(
+        id=file_id,
+        sha256=hashlib.sha256(data).hexdigest(),
+        size=len(data),
+        name=name,
+        kind=FileKind(kind),
+        created_at=created,
+        expires_at=created + ttl,
+        in_use=False,
     )
 
 

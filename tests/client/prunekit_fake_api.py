@@ -23,22 +23,30 @@ from urllib.parse import parse_qs, urlsplit
 from pydantic import BaseModel
 
 from prunekit.client import RetryPolicy
-from prunekit.reporting.samples import compress_report
+from prunekit.reporting.samples import compress_report, inconclusive_report
 from prunekit.spec.api import (
     Artifact,
     ErrorCode,
     Event,
     EventKind,
     EventList,
+    FileInfo,
+    FileKind,
+    FileList,
     Job,
     JobError,
     JobList,
     JobStatus,
     Problem,
     Stage,
+    Upload,
+    UploadState,
+    WebhookDelivery,
+    WebhookDeliveryList,
+    WebhookRedelivery,
     job_links,
 )
-from tests.client.fake_bodies import new_job, now, problem, progress_script, updated
+from tests.client.fake_bodies import new_file, new_job, now, problem, progress_script, updated
 
 GOOD_KEY = "good-key"
 FAST_RETRY = RetryPolicy(attempts=4, backoff=0.01, max_backoff=0.05)
@@ -71,7 +79,9 @@ class Fault:
     method: str
     path_re: str
     times: int
-    action: str  # "status" | "drop" | "truncate"
+    # "status" | "drop" | "truncate" | "cut" (an event stream, after truncate_at events) | "sever" (closes the
+    # connection after reading truncate_at bytes of the request body)
+    action: str
     status: int = 503
     retry_after: str | None = None
     truncate_at: int = 0
@@ -81,7 +91,7 @@ class Fault:
 class Plan:
     """What the next submitted job does: snapshots applied one per GET of the job."""
 
-    outcome: str = "succeeded"  # succeeded | gate_missed | failed | canceled | never
+    outcome: str = "succeeded"  # succeeded | gate_missed | inconclusive | failed | canceled | never
     steps: int = 3
     artifact: bytes = field(default_factory=lambda: b"pruned-model-bytes" * 5000)
     artifact_name: str = "model.safetensors"
@@ -93,7 +103,7 @@ class FakeApi:
         self.lock = threading.Lock()
         self.keys = {GOOD_KEY}
         self.requests: list[Recorded] = []
-        self.files: dict[str, dict[str, Any]] = {}
+        self.files: dict[str, FileInfo] = {}
         self.file_bytes: dict[str, bytes] = {}
         self.jobs: dict[str, Job] = {}
         self.order: list[str] = []
@@ -101,10 +111,16 @@ class FakeApi:
         self.artifacts: dict[str, bytes] = {}
         self.reports: dict[str, dict[str, Any]] = {}
         self.events: dict[str, list[Event]] = {}
+        self.deliveries: dict[str, list[WebhookDelivery]] = {}
+        self.sse = True  # False: a server from before live events, which answers every /events with the JSON list
         self.idem: dict[str, tuple[str, str]] = {}
         self.faults: list[Fault] = []
         self.plan = Plan()
         self.ignore_range = False
+        self.uploads_enabled = True  # False: a server from before /v1/uploads (404)
+        self.upload_chunk = 64 * 1024
+        self.uploads: dict[str, Upload] = {}
+        self.upload_bytes: dict[str, bytearray] = {}
 
     # -------------------------------------------------------------- test helpers
 
@@ -123,20 +139,49 @@ class FakeApi:
     def calls(self, method: str, path_re: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and re.fullmatch(path_re, r.path)]
 
-    def add_job(self, plan: Plan | None = None, job_id: str | None = None) -> str:
+    def add_job(
+        self,
+        plan: Plan | None = None,
+        job_id: str | None = None,
+        metadata: dict[str, str] | None = None,
+        kind: str = "compress",
+    ) -> str:
         """Create a job directly (as if submitted earlier)."""
-        return self._create_job({"version": 1}, "fil_x", None, plan or self.plan, job_id)
+        spec = {"version": 1, "kind": kind}
+        return self._create_job(spec, "fil_x", None, plan or self.plan, job_id, metadata)
+
+    def file_info(self, file_id: str) -> FileInfo:
+        """A stored file's body; in use while a job that is not finished names it."""
+        used = any(not j.terminal and file_id in (j.model_file_id, j.data_file_id) for j in self.jobs.values())
+        return self.files[file_id].model_copy(update={"in_use": used})
+
+    def matches(self, job: Job, query: dict[str, list[str]]) -> bool:
+        """Whether a job passes GET /v1/jobs's filters: any listed status, the kind, every meta=key:value."""
+        statuses = query.get("status") or []
+        kinds = query.get("kind") or []
+        pairs = [m.partition(":")[::2] for m in query.get("meta") or []]
+        return (
+            (not statuses or job.status in statuses)
+            and (not kinds or job.kind == kinds[0])
+            and all(job.metadata.get(k) == v for k, v in pairs)
+        )
 
     # -------------------------------------------------------------- model
 
     def _create_job(
-        self, spec: dict[str, Any], model_id: str, data_id: str | None, plan: Plan, job_id: str | None = None
+        self,
+        spec: dict[str, Any],
+        model_id: str,
+        data_id: str | None,
+        plan: Plan,
+        job_id: str | None = None,
+        metadata: dict[str, str] | None = None,
     ) -> str:
         job_id = job_id or f"job_{uuid.uuid4().hex[:16]}"
         script = progress_script(plan.steps)
         if plan.outcome != "never":
             script.append(self._final_snapshot(job_id, plan))
-        self.jobs[job_id] = new_job(job_id, spec, model_id, data_id)
+        self.jobs[job_id] = new_job(job_id, spec, model_id, data_id, metadata)
         self.order.insert(0, job_id)
         self.scripts[job_id] = script
         self.events[job_id] = []
@@ -144,8 +189,12 @@ class FakeApi:
 
     def _final_snapshot(self, job_id: str, plan: Plan) -> dict[str, Any]:
         final: dict[str, Any] = {"finished_at": now()}
-        if plan.outcome in ("succeeded", "gate_missed"):
-            report = compress_report(gate_missed=plan.outcome == "gate_missed")
+        if plan.outcome in ("succeeded", "gate_missed", "inconclusive"):
+            report = (
+                inconclusive_report()
+                if plan.outcome == "inconclusive"
+                else compress_report(gate_missed=plan.outcome == "gate_missed")
+            )
             self.reports[job_id] = report
             self.artifacts[job_id] = plan.artifact
             sha = hashlib.sha256(b"something else" if plan.wrong_sha else plan.artifact).hexdigest()
@@ -186,6 +235,13 @@ class FakeApi:
         )
 
 
+def _valid_metadata(metadata: Any) -> bool:
+    """The real server's rule: at most 16 pairs, keys of letters, digits, '_.-' (1-64), string values."""
+    if not isinstance(metadata, dict) or len(metadata) > 16:
+        return False
+    return all(isinstance(v, str) and re.fullmatch(r"[A-Za-z0-9_.\-]{1,64}", k) for k, v in metadata.items())
+
+
 def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, format: str, *args: Any) -> None:  # keep test output quiet
@@ -209,6 +265,8 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
         def _handle(self, method: str) -> None:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
+            if self._sever(method, parts.path):
+                return
             body = self.rfile.read(length) if length else b""
             rec = Recorded(method, parts.path, parse_qs(parts.query), dict(self.headers.items()), body)
             with api.lock:
@@ -243,16 +301,38 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
             with api.lock:
                 self._route(method, parts.path, parse_qs(parts.query), body, fault)
 
+        def _sever(self, method: str, path: str) -> bool:
+            """A "sever" fault: read part of the body, then close the connection without an answer."""
+            with api.lock:
+                fault = next(
+                    (f for f in api.faults if f.times > 0 and f.action == "sever" and f.method == method),
+                    None,
+                )
+                if fault is None or not re.fullmatch(fault.path_re, path):
+                    return False
+                fault.times -= 1
+            self.rfile.read(fault.truncate_at)
+            self.close_connection = True
+            self.connection.shutdown(2)
+            return True
+
         def _route(self, method: str, path: str, query: dict[str, list[str]], body: bytes, fault: Fault | None) -> None:
-            m = re.fullmatch(r"/v1/jobs/([^/]+)(/[a-z.]+)?", path)
+            m = re.fullmatch(r"/v1/jobs/([^/]+)(/[a-z./-]+)?", path)
+            um = re.fullmatch(r"/v1/uploads/([^/]+)(/complete)?", path)
             if method == "POST" and path == "/v1/files":
                 self._upload(body)
-            elif method == "GET" and (fm := re.fullmatch(r"/v1/files/([^/]+)", path)):
-                info = api.files.get(fm.group(1))
-                if info is None:
-                    self._send_json(404, problem(404, "not_found", "no such file"))
-                else:
-                    self._send_json(200, info)
+            elif path.startswith("/v1/uploads") and not api.uploads_enabled:
+                self._send_json(404, problem(404, "not_found", "Not Found"))
+            elif method == "POST" and path == "/v1/uploads":
+                self._create_upload(body)
+            elif um is not None and um.group(1) in api.uploads:
+                self._resumable(method, um.group(1), bool(um.group(2)), body)
+            elif um is not None:
+                self._send_json(404, problem(404, "not_found", f"no upload {um.group(1)}"))
+            elif method == "GET" and path == "/v1/files":
+                self._list_files(query)
+            elif fm := re.fullmatch(r"/v1/files/([^/]+)", path):
+                self._file(method, fm.group(1))
             elif method == "POST" and path == "/v1/jobs":
                 self._submit(body)
             elif method == "GET" and path == "/v1/jobs":
@@ -279,21 +359,86 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                     name = part.get_filename() or name
                 elif field_name == "kind":
                     kind = part.get_content().strip()
-            if data is None:
-                self._send_json(422, problem(422, "validation_error", "no file", [{"loc": "file", "msg": "required"}]))
+            if data is None or kind not in {k.value for k in FileKind}:
+                loc = "file" if data is None else "kind"
+                self._send_json(422, problem(422, "validation_error", f"bad {loc}", [{"loc": loc, "msg": "invalid"}]))
                 return
             file_id = f"fil_{uuid.uuid4().hex[:16]}"
-            info = {
-                "id": file_id,
-                "sha256": hashlib.sha256(data).hexdigest(),
-                "size": len(data),
-                "name": name,
-                "kind": kind,
-                "created_at": now().isoformat(),
-            }
-            api.files[file_id] = info
+            api.files[file_id] = new_file(file_id, data, name, kind)
             api.file_bytes[file_id] = data
-            self._send_json(201, info)
+            self._send_json(201, api.file_info(file_id))
+
+        def _create_upload(self, body: bytes) -> None:
+            req = json.loads(body)
+            upload_id = f"upl_{uuid.uuid4().hex[:16]}"
+            chunk = min(api.upload_chunk, req["size"])
+            api.uploads[upload_id] = Upload(
+                id=upload_id,
+                name=req["name"],
+                kind=FileKind(req.get("kind", "model")),
+                size=req["size"],
+                offset=0,
+                chunk_size=chunk,
+                state=UploadState.OPEN,
+                sha256=req.get("sha256"),
+                created_at=now(),
+                expires_at=now(),
+            )
+            api.upload_bytes[upload_id] = bytearray()
+            self._send_json(201, api.uploads[upload_id])
+
+        def _resumable(self, method: str, upload_id: str, complete: bool, body: bytes) -> None:
+            """The real server's rules: chunks at the offset, repeats acknowledged, sha256 checked on complete."""
+            up, data = api.uploads[upload_id], api.upload_bytes[upload_id]
+            if complete and method == "POST":
+                digest = hashlib.sha256(data).hexdigest()
+                if len(data) < up.size:
+                    self._send_json(409, problem(409, "conflict", "not all bytes received"))
+                elif (json.loads(body or b"{}").get("sha256") or digest) != digest:
+                    self._send_json(422, problem(422, "checksum_mismatch", "sha256 differs"))
+                else:
+                    file_id = up.file_id or f"fil_{uuid.uuid4().hex[:16]}"
+                    if up.file_id is None:
+                        api.files[file_id] = new_file(file_id, bytes(data), up.name, up.kind)
+                        api.file_bytes[file_id] = bytes(data)
+                        api.uploads[upload_id] = up.model_copy(update={"state": UploadState.DONE, "file_id": file_id})
+                    self._send_json(200, api.file_info(file_id))
+                return
+            if method == "PUT":
+                m = re.fullmatch(r"bytes (\d+)-(\d+)/(\d+)", self.headers.get("Content-Range", ""))
+                if m is None or int(m.group(3)) != up.size or len(body) != int(m.group(2)) - int(m.group(1)) + 1:
+                    self._send_json(416, problem(416, "range_not_satisfiable", "bad Content-Range"))
+                    return
+                start, end = int(m.group(1)), int(m.group(2))
+                if start == len(data):
+                    data.extend(body)
+                elif end >= len(data):
+                    self._send_json(409, problem(409, "upload_offset_mismatch", f"offset is {len(data)}"))
+                    return
+                up = api.uploads[upload_id] = up.model_copy(update={"offset": len(data)})
+            self._send_json(200, up, {"Upload-Offset": str(up.offset)})
+
+        def _list_files(self, query: dict[str, list[str]]) -> None:
+            limit = int((query.get("limit") or ["50"])[0])
+            start = int((query.get("cursor") or ["0"])[0])
+            ids = list(api.files)[::-1][start : start + limit]  # newest first
+            nxt = str(start + limit) if start + limit < len(api.files) else None
+            self._send_json(200, FileList(items=[api.file_info(f) for f in ids], next_cursor=nxt))
+
+        def _file(self, method: str, file_id: str) -> None:
+            if file_id not in api.files:
+                self._send_json(404, problem(404, "not_found", f"no file {file_id}"))
+            elif method == "GET":
+                self._send_json(200, api.file_info(file_id))
+            elif method != "DELETE":
+                self._send_json(404, problem(404, "not_found", "no such route"))
+            elif api.file_info(file_id).in_use:
+                self._send_json(409, problem(409, "conflict", f"file {file_id} is used by a queued or running job"))
+            else:
+                del api.files[file_id], api.file_bytes[file_id]
+                self.send_response(204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
 
         def _submit(self, body: bytes) -> None:
             try:
@@ -317,6 +462,12 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                     ),
                 )
                 return
+            metadata = payload.get("metadata") or {}
+            if not _valid_metadata(metadata):
+                self._send_json(
+                    422, problem(422, "validation_error", "bad metadata", [{"loc": "metadata", "msg": "invalid"}])
+                )
+                return
             if payload.get("model_file_id") not in api.files:
                 self._send_json(
                     422,
@@ -333,16 +484,17 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                     self._send_json(422, problem(422, "idempotency_mismatch", "key reused with another body"))
                     return
             else:
-                job_id = api._create_job(spec, payload["model_file_id"], payload.get("data_file_id"), api.plan)
+                job_id = api._create_job(
+                    spec, payload["model_file_id"], payload.get("data_file_id"), api.plan, metadata=metadata
+                )
                 if key:
                     api.idem[key] = (digest, job_id)
             self._send_json(202, api.jobs[job_id], {"Location": f"/v1/jobs/{job_id}"})
 
         def _list(self, query: dict[str, list[str]]) -> None:
-            status = (query.get("status") or [None])[0]
             limit = int((query.get("limit") or ["50"])[0])
             start = int((query.get("cursor") or ["0"])[0])
-            ids = [j for j in api.order if status is None or api.jobs[j].status == status]
+            ids = [j for j in api.order if api.matches(api.jobs[j], query)]
             page = ids[start : start + limit]
             nxt = str(start + limit) if start + limit < len(ids) else None
             self._send_json(200, JobList(items=[api.jobs[j] for j in page], next_cursor=nxt))
@@ -367,6 +519,10 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 self.send_response(204)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
+            elif method == "GET" and sub == "/events" and api.sse and "event-stream" in self.headers.get("Accept", ""):
+                self._event_stream(job_id, fault)
+            elif sub.startswith("/webhook-deliveries"):
+                self._webhook_deliveries(method, job_id, sub)
             elif method == "GET" and sub == "/events":
                 after = int((query.get("after") or ["0"])[0])
                 items = [e for e in api.events[job_id] if e.seq > after]
@@ -388,6 +544,54 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
                 self.wfile.write(data)
             elif method == "GET" and sub == "/artifact":
                 self._artifact(job_id, fault)
+            else:
+                self._send_json(404, problem(404, "not_found", "no such route"))
+
+        def _event_stream(self, job_id: str, fault: Fault | None) -> None:
+            """SSE like the real server's: the events after Last-Event-ID while the job runs its script, then an
+            `end` frame; a "cut" fault closes the stream after `truncate_at` events, without the `end` frame."""
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.end_headers()  # HTTP/1.0: the body ends when the connection closes
+            last, sent = int(self.headers.get("Last-Event-ID") or 0), 0
+            while True:
+                for e in [e for e in api.events[job_id] if e.seq > last]:
+                    if fault is not None and fault.action == "cut" and sent == fault.truncate_at:
+                        return
+                    self.wfile.write(f"id: {e.seq}\nevent: {e.kind}\ndata: {e.model_dump_json()}\n\n".encode())
+                    self.wfile.write(b": keep-alive\n\n")
+                    last, sent = e.seq, sent + 1
+                if api.jobs[job_id].terminal:
+                    end = json.dumps({"job_id": job_id, "status": api.jobs[job_id].status.value})
+                    self.wfile.write(f"event: end\ndata: {end}\n\n".encode())
+                    return
+                api._advance(job_id)
+
+        def _webhook_deliveries(self, method: str, job_id: str, sub: str) -> None:
+            job, log = api.jobs[job_id], api.deliveries.setdefault(job_id, [])
+            if method == "GET" and sub == "/webhook-deliveries":
+                self._send_json(200, WebhookDeliveryList(items=log, next_cursor=None))
+            elif method == "POST" and sub == "/webhook-deliveries/redeliver":
+                if not job.terminal:
+                    self._send_json(409, problem(409, "invalid_state", f"job {job_id} is {job.status}"))
+                    return
+                kind, msg_id = f"job.{job.status}", f"msg_{job_id}_{job.status}"
+                log.append(
+                    WebhookDelivery(
+                        id=len(log) + 1,
+                        attempt=1,
+                        created_at=now(),
+                        event_type=kind,
+                        message_id=msg_id,
+                        ok=True,
+                        status_code=200,
+                        error=None,
+                        duration_ms=12.0,
+                    )
+                )
+                self._send_json(
+                    202, WebhookRedelivery(job_id=job_id, event_type=kind, message_id=msg_id, webhook_state="pending")
+                )
             else:
                 self._send_json(404, problem(404, "not_found", "no such route"))
 
@@ -437,6 +641,9 @@ def make_handler(api: FakeApi) -> type[BaseHTTPRequestHandler]:
 
         def do_DELETE(self) -> None:
             self._handle("DELETE")
+
+        def do_PUT(self) -> None:
+            self._handle("PUT")
 
     return Handler
 

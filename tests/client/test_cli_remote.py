@@ -68,8 +68,8 @@ def test_submit_without_wait_prints_the_job_id(run, api: FakeApi, files: dict[st
     assert job_id in api.jobs
     job = api.jobs[job_id]
     assert job.spec["pruning"]["sparsity"] == 0.5
-    assert api.files[job.model_file_id]["kind"] == "model"
-    assert job.data_file_id is not None and api.files[job.data_file_id]["kind"] == "data"
+    assert api.files[job.model_file_id].kind == "model"
+    assert job.data_file_id is not None and api.files[job.data_file_id].kind == "data"
     assert "uploading model.pt" in result.stderr
 
 
@@ -116,6 +116,20 @@ def test_gate_missed_exit_code_and_junit(run, api: FakeApi, files: dict[str, Pat
     failed = [c.get("name") for c in root.iter("testcase") if c.find("failure") is not None]
     assert failed == ["min_speedup"]
     assert "missed a gate" in result.stderr and "min_speedup" in result.stderr
+
+
+def test_inconclusive_gate_exit_code_and_junit(run, api: FakeApi, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # A timing gate whose interval straddles its threshold: neither exit 0 nor 3, and a skipped test case.
+    api.plan = Plan(outcome="inconclusive")
+    junit, summary = tmp_path / "junit.xml", tmp_path / "summary.md"
+    args = ("--wait", "--junit", str(junit), "--summary", str(summary), "--poll-interval", "0.1")
+    result = run(*_submit_args(files, *args))
+    assert result.exit_code == ExitCode.GATE_INCONCLUSIVE, result.stderr
+    root = ET.parse(junit).getroot()
+    skipped = [c.get("name") for c in root.iter("testcase") if c.find("skipped") is not None]
+    assert skipped == ["min_speedup"] and root.get("failures") == "0" and root.get("skipped") == "1"
+    assert "inconclusive" in result.stderr and "straddles" in result.stderr
+    assert "inconclusive" in summary.read_text().splitlines()[0]
 
 
 def test_failed_job_exit_code(run, api: FakeApi, files: dict[str, Path], tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -285,3 +299,39 @@ def test_terminal_progress_bar_renders() -> None:
         watcher.event(Event(seq=1, ts=datetime.now(UTC), kind="log", stage=None, percent=None, message="epoch 1"))
     text = watcher.console.file.getvalue()  # type: ignore[attr-defined]
     assert "finetune" in text and "42%" in text and "epoch 1" in text
+
+
+def test_submit_meta_and_list_filters(run, api: FakeApi, files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    result = run(*_submit_args(files, "--meta", "branch=main", "--meta", "pr=3", "--meta", "note=a=b"))
+    assert result.exit_code == 0, result.stderr
+    job_id = result.stdout.strip()
+    assert api.jobs[job_id].metadata == {"branch": "main", "pr": "3", "note": "a=b"}
+    other = api.add_job(Plan(outcome="never"), metadata={"branch": "dev"})
+    assert "metadata branch=main, pr=3, note=a=b" in run("status", job_id).stdout
+    result = run("list", "--meta", "branch=main", "-q")
+    assert result.exit_code == 0 and result.stdout == f"{job_id}\n"
+    result = run("list", "--status", "queued", "--status", "running", "--kind", "compress", "--quiet")
+    assert result.stdout.split() == [other, job_id]
+    assert run("list", "--kind", "sweep", "-q").stdout == ""
+    query = api.calls("GET", "/v1/jobs")[-2].query
+    assert query["status"] == ["queued", "running"] and query["kind"] == ["compress"]
+
+
+def test_bad_meta_is_invalid_input_before_uploading(run, api: FakeApi, files: dict[str, Path]) -> None:  # type: ignore[no-untyped-def]
+    result = run(*_submit_args(files, "--meta", "branch"))
+    assert result.exit_code == ExitCode.INVALID_INPUT and "key=value" in result.stderr
+    assert api.calls("POST", "/v1/files") == []
+    assert run("list", "--meta", "=main").exit_code == ExitCode.INVALID_INPUT
+
+
+def test_delete_command(run, api: FakeApi) -> None:  # type: ignore[no-untyped-def]
+    done = api.add_job(Plan(outcome="succeeded", steps=0))
+    api._advance(done)
+    queued = api.add_job(Plan(outcome="never"))
+    result = run("delete", done)
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.strip() == done and done not in api.jobs
+    result = run("delete", queued, "--json")
+    assert result.exit_code == ExitCode.INVALID_INPUT and "cannot delete" in result.stderr
+    assert json.loads(result.stdout)["error"]["exit_code"] == ExitCode.INVALID_INPUT and queued in api.jobs
+    assert run("delete", done).exit_code == ExitCode.INVALID_INPUT  # gone: not found

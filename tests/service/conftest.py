@@ -44,7 +44,10 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     engine = make_engine(url)
     with engine.begin() as conn:
         conn.execute(
-            text("TRUNCATE files, jobs, job_events, stage_durations, webhook_secrets RESTART IDENTITY CASCADE")
+            text(
+                "TRUNCATE files, jobs, job_events, stage_durations, webhook_secrets, upload_sessions "
+                "RESTART IDENTITY CASCADE"
+            )
         )
     engine.dispose()
     return url

@@ -307,7 +307,7 @@ def test_events_after(client: TestClient, state: AppState) -> None:
     assert [e["data"]["epoch"] for e in rest["items"]] == [1, 2]
     assert rest["next_after"] == page["next_after"] == page["items"][-1]["seq"]
     empty = client.get(f"/v1/jobs/{job['id']}/events", params={"after": rest["next_after"]}).json()
-    assert empty == {"items": [], "next_after": rest["next_after"]}
+    assert empty == {"items": [], "next_cursor": None, "next_after": rest["next_after"]}
 
 
 def test_webhook_url_must_be_allowlisted(client: TestClient) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ def run_job(
     isolate: bool = True,
     limits: Any | None = None,
     render_report: bool = True,
+    threads: int | None = None,
 ) -> JobOutputs:
     """Run one job of any kind; raises worker.engine.errors.EngineError subclasses on bad input.
 
@@ -42,12 +43,20 @@ def run_job(
     from it cancels the job. With `isolate`, the model is loaded and processed in a sandboxed child
     process (resource limits, scrubbed environment, no network where the OS allows it).
     `render_report=False` skips report.html (a sweep's trials: only the sweep's own report is shown).
+    `threads` caps torch's CPU threads (in the sandbox: default_limits' default when `limits` has none).
     """
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if isolate:
+        limits = limits or default_limits(inputs.spec.device, threads=threads)
+        if threads is not None:
+            limits = replace(limits, threads=threads)
         isolation = _run_in_sandbox(inputs, out_dir, progress, limits)
     else:
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         execute_job(inputs.spec, inputs.model_path, inputs.data_path, out_dir, progress)
         isolation = Isolation(
             child_process=False,
@@ -79,7 +88,7 @@ def child_entry(payload: dict[str, Any], emit: Any) -> dict[str, Any]:
     return {"ok": True}
 
 
-def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | None, limits: Any | None) -> Isolation:
+def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | None, limits: Any) -> Isolation:
     from worker.engine.isolation import run_isolated
 
     model_path = str(Path(inputs.model_path).resolve())
@@ -96,7 +105,6 @@ def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | Non
         if progress is not None:
             progress(ProgressEvent(**event))
 
-    limits = limits or default_limits(inputs.spec.device)
     readable = (model_path, data_path) if data_path else (model_path,)
     _, isolation = run_isolated(
         "worker.engine.api:child_entry",
@@ -110,11 +118,13 @@ def _run_in_sandbox(inputs: JobInputs, out_dir: Path, progress: ProgressFn | Non
     return isolation
 
 
-def default_limits(device: str = "auto", memory_bytes: int = 8 * 1024**3) -> Any:
-    """Sandbox limits for a job: `memory_bytes` above the interpreter (8 GiB), 24 h of CPU, 8 GiB per file."""
+def default_limits(device: str = "auto", memory_bytes: int = 8 * 1024**3, threads: int | None = None) -> Any:
+    """Sandbox limits for a job: `memory_bytes` above the interpreter (8 GiB), 24 h of CPU, 8 GiB per file,
+    `threads` CPU threads (default: threads.default_threads() for one job at a time)."""
     import torch
 
     from worker.engine.isolation import SandboxLimits
+    from worker.engine.threads import default_threads
 
     uses_cuda = device != "cpu" and torch.cuda.is_available()
     return SandboxLimits(
@@ -122,6 +132,7 @@ def default_limits(device: str = "auto", memory_bytes: int = 8 * 1024**3) -> Any
         cpu_seconds=24 * 3600,  # CPU time of all threads; the service also enforces wall-clock limits
         file_size_bytes=8 * 1024**3,
         uses_cuda=uses_cuda,
+        threads=threads if threads is not None else default_threads(),
     )
 
 

@@ -138,6 +138,14 @@ def _die_with_parent(parent_pid: int | None) -> None:
         os._exit(1)  # the parent died before prctl took effect
 
 
+def _set_torch_threads(threads: int | None) -> None:
+    # The parent's OMP_NUM_THREADS sizes torch's pool as it loads; set it explicitly too, since only libraries
+    # that read the variable at load time see it. torch is touched only when a preload already imported it.
+    torch = sys.modules.get("torch")
+    if threads is not None and torch is not None:
+        torch.set_num_threads(threads)
+
+
 def _confine(config: dict[str, Any] | None) -> str:
     # Last step before the untrusted payload: everything the job imported so far stays usable, nothing new opens.
     if config is None:
@@ -176,6 +184,7 @@ def main(config_path: str) -> int:
     try:
         for name in config.get("preload", []):
             importlib.import_module(name)
+        _set_torch_threads(limits.get("threads"))
         fn = _resolve(config["target"])
         memory = limits.get("memory_bytes")
         if memory is not None and not limits.get("uses_cuda"):

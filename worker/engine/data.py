@@ -1,10 +1,13 @@
-"""Datasets: read `.npz` (no pickles) or `.safetensors`, validate them, split train/validation."""
+"""Datasets: read `.npz` (no pickles), `.safetensors`, `.jsonl` text, image folders or `.parquet`; split them.
+
+Arrays are read whole; image folders and tables become lazy rows (worker/engine/datasets) loaded batch by batch.
+"""
 
 from __future__ import annotations
 
 import zipfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -12,36 +15,46 @@ import torch
 
 from prunekit.spec import DataSpec
 from prunekit.spec.job import InputSpec
+from worker.engine.datasets.rows import Rows, as_dtype, subset
 from worker.engine.errors import InvalidDataError
 from worker.engine.inputs import DEFAULT_FILL, TORCH_DTYPES
+from worker.engine.text_data import TextContext, is_text_file, read_text_rows
 
 KNOWN_KEYS = ("x_train", "y_train", "x_val", "y_val", "x")
-ACCEPTED = "one .npz (numpy.savez) or .safetensors file with arrays x_train, y_train[, x_val, y_val], or x (unlabelled)"
+ACCEPTED = (
+    "one .npz (numpy.savez) or .safetensors file with arrays x_train, y_train[, x_val, y_val], or x (unlabelled), "
+    "or a .jsonl / .jsonl.gz text file for Hugging Face checkpoints, or a .zip / .tar image folder "
+    "(train/<class>/<image>), or a .parquet table"
+)
 
 
 @dataclass
 class Dataset:
-    """Tensors on CPU; y_* are None for unlabelled data (fidelity and distillation only)."""
+    """Tensors on CPU, or lazy rows (images, tables); y_* are None for unlabelled data (fidelity, distillation)."""
 
-    x_train: torch.Tensor
+    x_train: Rows
     y_train: torch.Tensor | None
-    x_val: torch.Tensor
+    x_val: Rows
     y_val: torch.Tensor | None
     split: str  # "given" or "seeded split of N by val_fraction"
     notes: list[str] = field(default_factory=list)  # caveats for the report (e.g. raw uint8 pixel values)
     input_name: str = "x"  # the model input x_train / x_val feed (model.inputs' first)
     extra_train: dict[str, torch.Tensor] = field(default_factory=dict)  # further inputs by name (x_train_<name>)
     extra_val: dict[str, torch.Tensor] = field(default_factory=dict)
+    causal_lm: bool = False  # token ids whose targets are the next tokens (no y_*)
+    class_names: list[str] | None = None  # image folders: label i is class folder class_names[i]
+    features: bool = False  # a model without class outputs: trained toward the original's pooled outputs
 
     @property
     def labelled(self) -> bool:
-        return self.y_train is not None
+        """Labels or next-token targets to train on (else only distillation from the original)."""
+        return self.y_train is not None or self.causal_lm
 
-    def train_inputs(self) -> dict[str, torch.Tensor]:
+    def train_inputs(self) -> dict[str, Rows]:
         """Every model input of the training split, by name, in the model's order."""
         return {self.input_name: self.x_train, **self.extra_train}
 
-    def val_inputs(self) -> dict[str, torch.Tensor]:
+    def val_inputs(self) -> dict[str, Rows]:
         """Every model input of the validation split, by name, in the model's order."""
         return {self.input_name: self.x_val, **self.extra_val}
 
@@ -118,7 +131,7 @@ def _as_labels(name: str, arr: np.ndarray, n: int) -> torch.Tensor:
     return torch.from_numpy(arr.astype(np.int64))
 
 
-def _split_index(n: int, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
+def split_index(n: int, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """(train, val) row indices of the seeded split of n rows."""
     n_val = max(1, round(n * spec.val_fraction))
     if n - n_val < 1:
@@ -128,15 +141,55 @@ def _split_index(n: int, spec: DataSpec) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _seeded_split(x: torch.Tensor, y: torch.Tensor | None, spec: DataSpec) -> tuple[torch.Tensor, ...]:
-    train_idx, val_idx = _split_index(x.shape[0], spec)
+    train_idx, val_idx = split_index(x.shape[0], spec)
     y_train = y[train_idx] if y is not None else None
     y_val = y[val_idx] if y is not None else None
     return x[train_idx], y_train, x[val_idx], y_val  # type: ignore[return-value]
 
 
-def load_dataset(path: Path, spec: DataSpec, inputs: Sequence[InputSpec] | None = None) -> Dataset:
-    """Read and validate a dataset file for the model's declared inputs; raises InvalidDataError with what to fix."""
-    arrays, named = _take_named(_read_arrays(path), inputs or [])
+def _text_arrays(
+    path: Path, spec: DataSpec, inputs: Sequence[InputSpec] | None, text: TextContext | None
+) -> tuple[dict[str, np.ndarray], list[InputSpec], list[str]]:
+    """A .jsonl(.gz) file as the arrays an .npz would hold, with the inputs it feeds (token ids, mask)."""
+    rows = read_text_rows(path, spec, text or TextContext(None, causal_lm=False))
+    ids = rows.inputs["input_ids"]
+    high = next((i.high for i in inputs or [] if i.name == "input_ids"), None)
+    specs = [
+        InputSpec(name=name, shape=list(t.shape[1:]), dtype="int64", high=high if name == "input_ids" else None)
+        for name, t in rows.inputs.items()
+    ]
+    if rows.labels is None:
+        arrays = {"x": ids.numpy()}
+    else:
+        arrays = {"x_train": ids.numpy(), "y_train": rows.labels.numpy()}
+        arrays |= {f"x_train_{k}": v.numpy() for k, v in rows.inputs.items() if k != "input_ids"}
+    return arrays, specs, rows.notes
+
+
+def load_dataset(
+    path: Path, spec: DataSpec, inputs: Sequence[InputSpec] | None = None, text: TextContext | None = None
+) -> Dataset:
+    """Read and validate a dataset file for the model's declared inputs; raises InvalidDataError with what to fix.
+
+    `text`: what .jsonl text data needs (the tokenizer's folder, the task); other files ignore it.
+    """
+    if path.is_file():
+        from worker.engine.datasets.readers import read_lazy  # Pillow and pyarrow only for data that needs them
+
+        lazy = read_lazy(path, spec, inputs, text.tokenizer_dir if text is not None else None)
+        if lazy is not None:
+            return _limit(lazy, spec)
+    if path.is_file() and is_text_file(path):
+        raw, inputs, text_notes = _text_arrays(path, spec, inputs, text)
+        ds = _load_arrays(raw, spec, inputs)
+        ds.notes.extend(text_notes)
+        ds.causal_lm = text is not None and text.causal_lm
+        return ds
+    return _load_arrays(_read_arrays(path), spec, inputs)
+
+
+def _load_arrays(raw: dict[str, np.ndarray], spec: DataSpec, inputs: Sequence[InputSpec] | None) -> Dataset:
+    arrays, named = _take_named(raw, inputs or [])
     _check_declared(arrays, named, inputs or [])
     ds = _dataset(arrays, spec)
     ds.notes.extend(_raw_pixel_notes(arrays))
@@ -192,7 +245,7 @@ def _limit(ds: Dataset, spec: DataSpec) -> Dataset:
         return ds
     k = spec.max_train_samples
     y_train = ds.y_train[:k] if ds.y_train is not None else None
-    return Dataset(ds.x_train[:k], y_train, ds.x_val, ds.y_val, ds.split, ds.notes)
+    return replace(ds, x_train=subset(ds.x_train, slice(0, k)), y_train=y_train)
 
 
 # --- named inputs (model.inputs) ----------------------------------------------------------------------------------
@@ -274,7 +327,7 @@ def _split_named(
         return torch.full((len(ds.x_train), *spec.shape), fill), torch.full((len(ds.x_val), *spec.shape), fill)
     x = _named_rows(f"{train_base}_{spec.name}", named[train_base][spec.name], len(arrays[train_base]))
     if val_base == train_base:
-        train_idx, val_idx = _split_index(len(x), data_spec)
+        train_idx, val_idx = split_index(len(x), data_spec)
         return x[train_idx][: len(ds.x_train)], x[val_idx]
     if spec.name not in named[val_base]:
         raise InvalidDataError(f"dataset has '{train_base}_{spec.name}' but no '{val_base}_{spec.name}'")
@@ -297,7 +350,7 @@ def _attach_named(
     cast = {s.name: TORCH_DTYPES[s.dtype] for s in inputs}
     split = {s.name: _split_named(s, ds, arrays, named, data_spec) for s in inputs[1:]}
     first = inputs[0].name
-    ds.input_name, ds.x_train, ds.x_val = first, ds.x_train.to(cast[first]), ds.x_val.to(cast[first])
+    ds.input_name, ds.x_train, ds.x_val = first, as_dtype(ds.x_train, cast[first]), as_dtype(ds.x_val, cast[first])
     ds.extra_train = {k: tr.to(cast[k]) for k, (tr, _) in split.items()}
     ds.extra_val = {k: va.to(cast[k]) for k, (_, va) in split.items()}
     return ds
@@ -308,6 +361,11 @@ def check_labels_fit(ds: Dataset, num_outputs: int) -> None:
     for name, y in (("y_train", ds.y_train), ("y_val", ds.y_val)):
         if y is not None and len(y) and int(y.max()) >= num_outputs:
             top = int(y.max())
+            if ds.class_names is not None:
+                raise InvalidDataError(
+                    f"the image folder has {len(ds.class_names)} classes but the model has {num_outputs} outputs "
+                    f"(class folder {ds.class_names[top]!r} is label {top}): give at most {num_outputs} classes"
+                )
             raise InvalidDataError(
                 f"{name} has label {top} but the model has {num_outputs} outputs (labels must be < {num_outputs})"
             )

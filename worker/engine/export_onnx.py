@@ -8,6 +8,7 @@ import importlib.util
 import io
 import time
 import warnings
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import torch
 from torch import nn
 
 from worker.engine.errors import EngineError, UnsupportedError
+from worker.engine.models.calling import as_inputs, caller, keyword_names
 from worker.engine.models.outputs import output_tensors
 
 DEFAULT_ATOL = 1e-4
@@ -44,7 +46,7 @@ class OnnxCheck:
 
 def export_onnx(
     module: nn.Module,
-    example_input: torch.Tensor,
+    example_input: torch.Tensor | Mapping[str, torch.Tensor],
     path: Path,
     atol: float = DEFAULT_ATOL,
     n_checks: int = 3,
@@ -60,25 +62,26 @@ def export_onnx(
     path.parent.mkdir(parents=True, exist_ok=True)
     was_training = module.training
     module.eval()
+    example = as_inputs(example_input)
+    call = caller(module, list(example))
     try:
         started = time.perf_counter()
-        exporter, dynamic = _export(module, example_input, path)
+        exporter, dynamic = _export(module, example, path)
         export_seconds = time.perf_counter() - started
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        input_name = session.get_inputs()[0].name
         generator = torch.Generator().manual_seed(seed)
-        batches = [example_input]
+        batches = [example]
         for i in range(max(0, n_checks - 1)):
-            shape = list(example_input.shape)
-            if dynamic and i % 2 == 0 and shape:
-                shape[0] = shape[0] + 2  # a batch size the exporter never saw
-            batches.append(_random_like(example_input, shape, generator))
+            rows = len(next(iter(example.values())))
+            if dynamic and i % 2 == 0:
+                rows += 2  # a batch size the exporter never saw
+            batches.append({k: _random_like(v, [rows, *v.shape[1:]], generator) for k, v in example.items()})
         max_diff = 0.0
         max_ref = 0.0
         for batch in batches:
             with torch.no_grad():
-                reference = [t.detach().cpu().numpy() for t in output_tensors(module(batch))]
-            got = session.run(None, {input_name: batch.detach().cpu().numpy()})
+                reference = [t.detach().cpu().numpy() for t in output_tensors(call(batch))]
+            got = session.run(None, _feed(session, batch))
             if len(got) != len(reference):
                 raise UnsupportedError(f"the ONNX model returns {len(got)} outputs, PyTorch {len(reference)}")
             for ref, out in zip(reference, got, strict=True):
@@ -114,29 +117,47 @@ def _require_onnx() -> Any:
     return importlib.import_module("onnxruntime")
 
 
-def _export(module: nn.Module, example_input: torch.Tensor, path: Path) -> tuple[str, bool]:
+def _feed(session: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+    """The batch by the ONNX graph's input names (ours where kept; by position where the exporter renamed)."""
+    names = [i.name for i in session.get_inputs()]
+    if set(names) <= set(batch):
+        return {n: batch[n].detach().cpu().numpy() for n in names}
+    return {n: t.detach().cpu().numpy() for n, t in zip(names, batch.values(), strict=False)}
+
+
+def _export_call(
+    module: nn.Module, example: Mapping[str, torch.Tensor], dynamic: bool
+) -> tuple[tuple[torch.Tensor, ...], dict[str, torch.Tensor], Any]:
+    """(args, kwargs, dynamic_shapes): keywords for models that name every input (Hugging Face), else positional."""
+    keywords = keyword_names(module, list(example))
+    args = tuple(v for k, v in example.items() if k not in keywords)
+    kwargs = {k: v for k, v in example.items() if k in keywords}
+    if not dynamic:
+        return args, kwargs, None
+    batch = torch.export.Dim("batch")
+    return args, kwargs, {k: {0: batch} for k in kwargs} if kwargs else tuple({0: batch} for _ in args)
+
+
+def _export(module: nn.Module, example: Mapping[str, torch.Tensor], path: Path) -> tuple[str, bool]:
     """Try the torch.export-based exporter (dynamic batch, then static), then the legacy TorchScript one."""
     errors: list[str] = []
     attempts: list[tuple[str, bool]] = [("dynamo", True), ("dynamo", False), ("torchscript", False)]
     if isinstance(module, torch.jit.ScriptModule):
         attempts = [("torchscript", False)]  # only the legacy exporter reads TorchScript
+    names = list(example)
     for exporter, dynamic in attempts:
+        args, kwargs, shapes = _export_call(module, example, dynamic)
         try:
             # The exporters print progress and deprecation notes; a job log wants neither.
             with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
                 warnings.simplefilter("ignore")
                 if exporter == "dynamo":
                     torch.onnx.export(
-                        module,
-                        (example_input,),
-                        str(path),
-                        dynamo=True,
-                        verbose=False,
-                        input_names=["input"],
-                        dynamic_shapes=({0: torch.export.Dim("batch")},) if dynamic else None,
-                    )
+                        module, args, str(path), kwargs=kwargs, dynamo=True, verbose=False, input_names=names,
+                        dynamic_shapes=shapes,
+                    )  # fmt: skip
                 else:
-                    torch.onnx.export(module, (example_input,), str(path), dynamo=False, input_names=["input"])
+                    torch.onnx.export(module, args, str(path), kwargs=kwargs, dynamo=False, input_names=names)
             return exporter, dynamic
         except EngineError:
             raise

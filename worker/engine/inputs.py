@@ -98,6 +98,23 @@ def _program_takes(model: LoadedModel) -> str:
     return f"; the program takes {describe(shown)}" if shown else ""
 
 
+_CONV_AXES = {"Conv1d": "length", "Conv2d": "height, width", "Conv3d": "depth, height, width"}
+
+
+def _first_layer_takes(module: torch.nn.Module) -> str:
+    """'; its first layer, Conv2d, takes [batch, 1, height, width]' from the first conv or linear layer, if any."""
+    for _, sub in module.named_modules():
+        kind = getattr(sub, "original_name", type(sub).__name__)  # TorchScript keeps the class name there
+        if kind == "Embedding":
+            return ""  # token ids: the layers after it say nothing about the input's shape
+        channels, features = getattr(sub, "in_channels", None), getattr(sub, "in_features", None)
+        if kind in _CONV_AXES and isinstance(channels, int):
+            return f"; its first layer, {kind}, takes [batch, {channels}, {_CONV_AXES[kind]}]"
+        if kind == "Linear" and isinstance(features, int):
+            return f"; its first layer, Linear, takes [batch, {features}]"
+    return ""
+
+
 def first_forward(model: LoadedModel, sample: Mapping[str, torch.Tensor], device: torch.device, from_data: bool) -> Any:
     """Run the sample once (as the model's batch size); a failure is the inputs' fault, said without server paths."""
     batch = inputs_to(batch_of(sample, model.fixed_batch_size or 1), device)
@@ -120,4 +137,5 @@ def first_forward(model: LoadedModel, sample: Mapping[str, torch.Tensor], device
         if from_data and any(not v.is_floating_point() for v in batch.values()):
             hint += " (integer arrays are fed as integers: declare a float dtype in model.inputs to cast them)"
         error = InvalidDataError if from_data else InvalidSpecError
-        raise error(f"the model cannot run on {given}: {_reason(exc)}{_program_takes(model)}; {hint}") from None
+        takes = _program_takes(model) or _first_layer_takes(model.module)
+        raise error(f"the model cannot run on {given}: {_reason(exc)}{takes}; {hint}") from None

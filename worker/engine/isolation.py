@@ -29,6 +29,7 @@ from worker.engine.child import file_size_error, human_bytes, memory_limit_error
 from worker.engine.errors import EngineError, ResourceLimitError, error_from_dict
 from worker.engine.landlock import Confinement
 from worker.engine.sandbox_paths import job_confinement
+from worker.engine.threads import thread_environment
 
 __all__ = ["DEFAULT_ENV_ALLOW", "SandboxLimits", "child_environment", "run_isolated"]
 
@@ -59,6 +60,7 @@ class SandboxLimits:
     env_allow: tuple[str, ...] = DEFAULT_ENV_ALLOW
     uses_cuda: bool = False  # the memory limit is not applied with CUDA (its driver reserves huge virtual ranges)
     wall_seconds: float | None = None  # wall-clock limit, enforced by the parent
+    threads: int | None = None  # CPU threads of torch and the math libraries; None leaves their own default
 
 
 def child_environment(allow: tuple[str, ...], environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -245,6 +247,8 @@ def run_isolated(
     log_path = workdir / "child.log"
     paths = {name: str(workdir / f"{name}.json") for name in ("payload", "result", "sandbox", "config")}
     env = child_environment(limits.env_allow)
+    if limits.threads is not None:
+        env.update(thread_environment(limits.threads))  # read when the libraries load, before any job code
     confinement = None
     if limits.isolate_filesystem:
         confinement = _confinement(workdir, target, preload, readable, writable, limits)

@@ -26,6 +26,8 @@ class JobState:
     sample: torch.Tensor | None = None  # the first input of `inputs` (all a single-input model takes)
     inputs: dict[str, torch.Tensor] | None = None  # one sample ([1, ...]) of every model input, by name
     notes: list[str] = field(default_factory=list)
+    task: str = "classification"  # worker.engine.tasks.EvalTask: how outputs are read and what is measured
+    teacher: torch.nn.Module | None = None  # the unpruned model, for distillation computed batch by batch
     stage_seconds: dict[str, float] = field(default_factory=dict)
 
     @contextmanager

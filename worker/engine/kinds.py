@@ -1,4 +1,4 @@
-"""Job kinds: compress, and the analysis kinds (sensitivity, sweep, search) built on it."""
+"""Job kinds: compress, the analysis kinds (sensitivity, sweep, search) built on it, and the dry_run check."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from prunekit.spec.report import Report
 from worker.engine.analysis.search import run_search
 from worker.engine.analysis.sensitivity import run_sensitivity
 from worker.engine.analysis.sweep import run_sweep
+from worker.engine.dry_run import DRY_RUN_WEIGHTS, run_dry_run
 from worker.engine.pipeline import run_compress
 from worker.engine.progress import STAGE_WEIGHTS, ProgressFn, StageProgress
 
@@ -21,6 +22,7 @@ KINDS: dict[str, tuple[Runner, dict[str, float]]] = {
     "sensitivity": (run_sensitivity, {"load": 5, "analyze": 90, "report": 5}),
     "sweep": (run_sweep, {"trials": 95, "report": 5}),
     "search": (run_search, {"trials": 95, "report": 5}),
+    "dry_run": (run_dry_run, DRY_RUN_WEIGHTS),
 }
 
 

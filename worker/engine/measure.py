@@ -11,16 +11,19 @@ import torch
 
 from prunekit.spec import ModelSpec
 from prunekit.spec.job import LatencySpec
-from prunekit.spec.report import LatencyStats, PhaseMetrics, SizeStats, SpeedupStats
+from prunekit.spec.report import LatencyStats, PhaseMetrics, RuntimeLatency, SizeStats, SpeedupStats
 from worker.engine.evaluation.flops import FLOPS_METHOD, count_flops
+from worker.engine.evaluation.language import lm_split_metrics
 from worker.engine.evaluation.latency import latency_stats, speedup_of, time_interleaved
-from worker.engine.evaluation.metrics import predict_logits, split_metrics
+from worker.engine.evaluation.metrics import predict_features, predict_logits, split_metrics
 from worker.engine.evaluation.sparsity import count_params
 from worker.engine.job_state import JobState
 from worker.engine.models.calling import batch_of, inputs_to
 from worker.engine.models.handle import LoadedModel
 from worker.engine.models.loading import load_model
 from worker.engine.models.saving import save_model
+from worker.engine.runtimes import onnx_latency, pytorch_latency, wanted_runtimes
+from worker.engine.tasks import EvalTask
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Measurement:
     latency: LatencyStats | None = None  # set by time_both, which times before and after together
     speedup: SpeedupStats | None = None  # on `after`: set by time_both
     speedup_vs_input: SpeedupStats | None = None  # on `after`, when the artifact's format differs from the upload's
+    runtimes: list[RuntimeLatency] | None = None  # on `after`: set by time_both, one row per runtime timed
 
 
 def phase_metrics(
@@ -42,6 +46,11 @@ def phase_metrics(
     if state.data is None:
         return None, None, None
     bs, fixed = state.spec.evaluation.batch_size, model.fixed_batch_size
+    if state.task == EvalTask.CAUSAL_LM:
+        return lm_phase_metrics(state, model), None, None
+    if state.task == EvalTask.FEATURE_EXTRACTION:
+        train_f = predict_features(model.module, state.data.train_inputs(), bs, state.device, fixed)
+        return None, train_f, predict_features(model.module, state.data.val_inputs(), bs, state.device, fixed)
     train_logits = predict_logits(model.module, state.data.train_inputs(), bs, state.device, fixed)
     val_logits = predict_logits(model.module, state.data.val_inputs(), bs, state.device, fixed)
     if not state.data.labelled:
@@ -50,6 +59,16 @@ def phase_metrics(
     val = split_metrics(val_logits, state.data.y_val)
     gap = train.accuracy - val.accuracy if train.accuracy is not None and val.accuracy is not None else None
     return PhaseMetrics(train=train, val=val, gap=gap), train_logits, val_logits
+
+
+def lm_phase_metrics(state: JobState, model: LoadedModel) -> PhaseMetrics:
+    """Token-weighted next-token loss and perplexity on both splits; loss_gap is val minus train."""
+    assert state.data is not None
+    bs = model.fixed_batch_size or state.spec.evaluation.batch_size
+    train = lm_split_metrics(model.module, state.data.train_inputs(), bs, state.device)
+    val = lm_split_metrics(model.module, state.data.val_inputs(), bs, state.device)
+    gap = val.loss - train.loss if val.loss is not None and train.loss is not None else None
+    return PhaseMetrics(train=train, val=val, loss_gap=gap)
 
 
 def file_sizes(path: Path) -> tuple[int, int]:
@@ -80,7 +99,7 @@ def measure(state: JobState, model: LoadedModel, artifact: Path) -> Measurement:
 
 
 def _runtime(model: LoadedModel) -> str:
-    return "eager" if model.format == "state_dict" else model.format
+    return "eager" if model.format in ("state_dict", "huggingface") else model.format
 
 
 def same_format_baseline(state: JobState, original: LoadedModel, fmt: str, folder: Path) -> LoadedModel:
@@ -116,13 +135,35 @@ def time_both(
         if baseline is not original:
             modules.append(original.module)  # the original as uploaded, for the with-format-change figure
         times, threads = time_interleaved(modules, inputs_to(state.inputs, state.device), spec, state.device)
+        onnx = None
+        if "onnxruntime" in wanted_runtimes(state.spec):
+            pair = (baseline.module, compressed.module)
+            onnx = onnx_latency(state.spec, pair, state.inputs, spec, state.device, Path(tmp))
     runtime = _runtime(compressed)
-    before.latency = latency_stats(times[0], spec, state.device, threads).model_copy(update={"runtime": runtime})
-    after.latency = latency_stats(times[1], spec, state.device, threads).model_copy(update={"runtime": runtime})
-    after.speedup = speedup_of(times[0], times[1], f"{runtime} vs {runtime}")
+    before.latency = _with_tokens(latency_stats(times[0], spec, state.device, threads), state, runtime)
+    after.latency = _with_tokens(latency_stats(times[1], spec, state.device, threads), state, runtime)
+    after.speedup = speedup_of(times[0], times[1], f"{runtime} vs {runtime}", spec.confidence)
     if len(times) == 3:
-        after.speedup_vs_input = speedup_of(times[2], times[1], f"{_runtime(original)} (as uploaded) vs {runtime}")
+        after.speedup_vs_input = speedup_of(
+            times[2], times[1], f"{_runtime(original)} (as uploaded) vs {runtime}", spec.confidence
+        )
+    after.runtimes = [pytorch_latency(state.spec, runtime, before.latency, after.latency, after.speedup)]
+    if onnx is not None:
+        after.runtimes.append(onnx)
+        if onnx.note.startswith("not measured"):
+            state.notes.append(onnx.note)
     _note_speedup(state, after)
+
+
+def _with_tokens(stats: LatencyStats, state: JobState, runtime: str) -> LatencyStats:
+    """The runtime, and for token-id inputs [batch, tokens] the sequence length and tokens per second."""
+    assert state.inputs is not None
+    first = next(iter(state.inputs.values()))
+    update: dict[str, object] = {"runtime": runtime}
+    if not first.is_floating_point() and first.dim() == 2 and stats.median_ms > 0:
+        tokens = stats.batch_size * first.shape[1]
+        update |= {"sequence_length": int(first.shape[1]), "tokens_per_s": tokens / (stats.median_ms / 1000)}
+    return stats.model_copy(update=update)
 
 
 def _note_speedup(state: JobState, after: Measurement) -> None:

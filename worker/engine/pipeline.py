@@ -7,21 +7,25 @@ from pathlib import Path
 import torch
 
 from prunekit.spec import JobSpec, ModelSpec
+from prunekit.spec.job import InputSpec
 from prunekit.spec.report import Report
-from worker.engine.data import Dataset, check_labels_fit, load_dataset
+from worker.engine.data import Dataset, load_dataset
 from worker.engine.environment import resolve_device
-from worker.engine.errors import InvalidDataError, InvalidSpecError, UnsupportedError
+from worker.engine.errors import InvalidDataError, InvalidSpecError
 from worker.engine.evaluation.sparsity import sparsity_stats
 from worker.engine.inputs import check_sample, first_forward, program_sample, random_sample
 from worker.engine.job_state import JobState
 from worker.engine.measure import measure, time_both
-from worker.engine.models.calling import ModelInputs, main_output
+from worker.engine.models.calling import ModelInputs, inputs_to, main_output
 from worker.engine.models.handle import LoadedModel
-from worker.engine.models.loading import load_model
+from worker.engine.models.huggingface import default_input_specs
+from worker.engine.models.loading import load_model, load_state_dict_file, load_weights_into
 from worker.engine.models.saving import save_model
+from worker.engine.models.sparse import FORMAT as SPARSE_FORMAT
 from worker.engine.progress import StageProgress
 from worker.engine.report import assemble_report
 from worker.engine.strategies import strategy_for
+from worker.engine.tasks import EvalTask, check_outputs_fit, task_of, text_context
 
 
 def _example_sample(state: JobState, model: LoadedModel) -> ModelInputs:
@@ -31,6 +35,7 @@ def _example_sample(state: JobState, model: LoadedModel) -> ModelInputs:
         sample = {k: v[:1].clone() for k, v in state.data.val_inputs().items()}
         check_sample(sample, specs)
         return sample
+    specs = specs or hf_input_specs(model, state.spec.data.seq_len)
     if specs is not None:
         return random_sample(specs, state.spec.seed)
     from_program = program_sample(model)
@@ -42,23 +47,34 @@ def _example_sample(state: JobState, model: LoadedModel) -> ModelInputs:
     )
 
 
+def hf_input_specs(model: LoadedModel, seq_len: int) -> list[InputSpec] | None:
+    """A Hugging Face model's inputs from its config (token ids or pixels) when the spec declares none."""
+    if model.hf_source is None:
+        return None
+    return [InputSpec.model_validate(s) for s in default_input_specs(model.module, model.task, seq_len)]
+
+
+def attach_data(state: JobState, model: LoadedModel, data_path: Path) -> None:
+    """Load the job's dataset into state.data, read as the model's task needs (the dry run reuses this)."""
+    specs = state.spec.model.input_specs() or hf_input_specs(model, state.spec.data.seq_len)
+    task = task_of(model)
+    state.data = load_dataset(data_path, state.spec.data, specs, text=text_context(model, task))
+    state.data.causal_lm = task == EvalTask.CAUSAL_LM  # token ids whose targets are the next tokens
+    state.data.features = task == EvalTask.FEATURE_EXTRACTION
+
+
 def _load_inputs(state: JobState, data_path: Path | None) -> LoadedModel:
     model = load_model(state.model_path, state.spec.model)
+    state.task = task_of(model)
     if data_path is not None:
-        state.data = load_dataset(data_path, state.spec.data, state.spec.model.input_specs())
+        attach_data(state, model, data_path)
     state.inputs = _example_sample(state, model)
     state.sample = next(iter(state.inputs.values()))
     model.module.to(state.device)
     model.set_train(False)
     out = first_forward(model, state.inputs, state.device, from_data=state.data is not None)
     if state.data is not None:
-        logits = main_output(out)
-        if logits.dim() != 2:
-            raise UnsupportedError(
-                "only classification models (output [batch, classes]) can be evaluated on data; this one returns "
-                f"{list(logits.shape)}: run it without data to prune and measure latency and FLOPs"
-            )
-        check_labels_fit(state.data, logits.shape[1])
+        check_outputs_fit(state.task, main_output(out), state.data)
     return model
 
 
@@ -78,6 +94,8 @@ def run_compress(
         out_fmt = strategy.output_format(model, spec.output.format)
     with state.stage("baseline"):
         original = model.clone()  # kept unpruned: timed side by side with the artifact at the end
+        if state.task == EvalTask.CAUSAL_LM:
+            state.teacher = original.module  # distillation runs it batch by batch (its logits are too big to keep)
         before = measure(state, model, model_path)
     outcome = strategy.prune(state, model, before)
     extra: dict[str, object] = {}
@@ -86,7 +104,7 @@ def run_compress(
         strategy.write_sidecars(model, out_dir)
     with state.stage("evaluate", "re-measuring the saved artifact"):
         # Everything "after" is measured on the artifact as reloaded, i.e. what the user downloads.
-        reloaded = load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model, out_fmt)))
+        reloaded = _reload(state, model, artifact, out_fmt)
         reloaded.module.to(device)
         after = measure(state, reloaded, artifact)
         time_both(state, original, reloaded, before, after)
@@ -104,14 +122,32 @@ def run_compress(
 def _onnx(state: JobState, model: LoadedModel, out_dir: Path) -> dict[str, object]:
     from worker.engine.export_onnx import export_onnx
 
-    assert state.sample is not None
-    check = export_onnx(model.module, state.sample.to(state.device), out_dir / "model.onnx")
+    assert state.inputs is not None
+    check = export_onnx(model.module, inputs_to(state.inputs, state.device), out_dir / "model.onnx")
     if not check.passed:
         state.notes.append(f"ONNX export differs from PyTorch by up to {check.max_abs_diff:.2e} (atol {check.atol})")
     return check.to_dict()
 
 
+def _reload(state: JobState, model: LoadedModel, artifact: Path, out_fmt: str) -> LoadedModel:
+    """The artifact as a user loads it: sparse weights of a TorchScript/export/HF model go into the upload."""
+    if out_fmt != SPARSE_FORMAT:
+        return load_model(artifact, ModelSpec(format=out_fmt, **_arch_fields(model, out_fmt)))
+    if model.architecture is not None:
+        arch = {"architecture": model.architecture, "kwargs": model.arch_kwargs, "task": model.task}
+        return load_model(artifact, ModelSpec(format="state_dict", **arch))
+    base = load_model(state.model_path, state.spec.model)
+    load_weights_into(base.module, load_state_dict_file(artifact), f"the uploaded {base.format} model")
+    state.notes.append(
+        f"the sparse artifact holds the weights only: load them into the {base.format} model you uploaded "
+        "(README, 'Sparse artifacts'); it was measured that way"
+    )
+    return base
+
+
 def _arch_fields(model: LoadedModel, out_fmt: str) -> dict[str, object]:
+    if out_fmt == "huggingface" or model.task != "auto":
+        return {"task": model.task}
     if model.architecture is None or out_fmt != "state_dict":
         return {}
     return {"architecture": model.architecture, "kwargs": model.arch_kwargs}

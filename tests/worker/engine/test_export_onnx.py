@@ -71,3 +71,22 @@ def test_missing_onnxruntime_is_a_clear_error(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(importlib.util, "find_spec", find_spec)
     with pytest.raises(UnsupportedError, match="needs the packages onnxruntime"):
         export_onnx(nn.Linear(2, 2), torch.randn(1, 2), tmp_path / "m.onnx")
+
+
+def test_models_with_several_named_inputs_export_and_match(tmp_path: Path) -> None:
+    from tests.worker.engine.huggingface import builders
+
+    folder = builders.bert_classifier(tmp_path / "bert")
+    import transformers
+
+    model = transformers.AutoModelForSequenceClassification.from_pretrained(folder).eval()
+    ids = torch.randint(0, 300, (2, 16))
+    mask = torch.ones_like(ids)
+    mask[1, 10:] = 0
+    check = export_onnx(model, {"input_ids": ids, "attention_mask": mask}, tmp_path / "bert.onnx")
+    assert check.passed and check.inputs_checked == 3, check
+
+    import onnxruntime as ort
+
+    names = [i.name for i in ort.InferenceSession(str(tmp_path / "bert.onnx")).get_inputs()]
+    assert names == ["input_ids", "attention_mask"]

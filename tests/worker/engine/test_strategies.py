@@ -11,14 +11,22 @@ import pytest
 import torch
 
 from prunekit.spec import JobSpec
-from prunekit.spec.pruning import PruningSpec, StructuralPruning
+from prunekit.spec.pruning import (
+    PruningSpec,
+    SparseGPTPruning,
+    StructuralPruning,
+    TransformerStructuralPruning,
+    WandaPruning,
+)
 from prunekit.spec.report import StructuralReport
 from worker.engine import pipeline
 from worker.engine.errors import InvalidSpecError, UnsupportedError
 from worker.engine.models.handle import LoadedModel
 from worker.engine.strategies import STRATEGIES, strategy_for
+from worker.engine.strategies.calibrated import CalibratedStrategy
 from worker.engine.strategies.mask import MaskStrategy
 from worker.engine.strategies.structural import StructuralStrategy
+from worker.engine.strategies.transformer import TransformerStructuralStrategy
 
 PRUNING_CONFIGS = get_args(get_args(PruningSpec)[0])
 
@@ -36,6 +44,11 @@ def test_strategy_for_each_method(cls: Any) -> None:
     cfg = cls()
     strategy = strategy_for(cfg)
     expected = StructuralStrategy if isinstance(cfg, StructuralPruning) else MaskStrategy
+    if isinstance(cfg, WandaPruning | SparseGPTPruning):
+        expected = CalibratedStrategy  # a MaskStrategy whose masks come from calibration data
+    if isinstance(cfg, TransformerStructuralPruning):
+        assert type(strategy) is TransformerStructuralStrategy and strategy.target_sparsity == 0.0  # ratios 0
+        return
     assert type(strategy) is expected
     assert strategy.target_sparsity == (cfg.channel_sparsity if expected is StructuralStrategy else cfg.sparsity)
 

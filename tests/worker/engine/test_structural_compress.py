@@ -49,6 +49,9 @@ def test_structural_job(tiny_resnet_state: Path, digits_npz: Path, tmp_path: Pat
     assert "structural" not in report.extra  # typed field only
     assert 'id="structural"' in render_report_html(report.model_dump(mode="json"))
     assert report.extra["onnx"]["passed"] is True
+    # also_onnx times the ONNX models too; removing channels is the one method that can speed either up.
+    assert {r.runtime: r.speedup_possible for r in report.runtimes} == {"pytorch": True, "onnxruntime": True}
+    assert all(r.after is not None and r.speedup is not None for r in report.runtimes), report.runtimes
 
     # The artifact loads with plain torch; the sidecar state-dict + widths rebuild the same model.
     scripted = torch.jit.load(str(out.artifact_path)).eval()

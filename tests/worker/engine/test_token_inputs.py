@@ -281,12 +281,23 @@ def test_gpt2_causal_lm_without_data(fmt: str, tmp_path: Path) -> None:
     torch.testing.assert_close(plain, engine)
 
 
-def test_causal_lm_with_data_is_unsupported_not_internal(tmp_path: Path) -> None:
+def test_causal_lm_with_data_but_no_task_names_the_task_to_set(tmp_path: Path) -> None:
     path = _gpt2("export", tmp_path / "gpt2.pt2", layers=1)
     data = _token_npz(tmp_path / "d.npz")
-    with pytest.raises(EngineError, match=r"returns \[1, 12, 100\]: run it without data") as caught:
+    with pytest.raises(EngineError, match=r"returns \[1, 12, 100\]: set model.task to causal_lm") as caught:
         run_job(JobInputs(path, _spec({"inputs": [IDS]}), data), tmp_path / "o", isolate=False)
     assert caught.value.code == "unsupported"
+
+
+def test_causal_lm_task_on_an_export_program_reports_perplexity(tmp_path: Path) -> None:
+    path = _gpt2("export", tmp_path / "gpt2.pt2", layers=1)
+    ids, _ = _ids_and_labels()
+    np.savez(tmp_path / "ids.npz", x=ids)  # token ids only: the targets are the next tokens
+    spec = _spec({"inputs": [IDS], "task": "causal_lm"})
+    report = run_job(JobInputs(path, spec, tmp_path / "ids.npz"), tmp_path / "o", isolate=False).report
+    assert report.before is not None and report.after is not None
+    n_val = round((N_TRAIN + N_VAL) * 0.2)  # the seeded split of unlabelled rows
+    assert report.after.val.perplexity is not None and report.after.val.tokens == n_val * (SEQ - 1)
 
 
 def test_attention_traced_under_no_grad_cannot_be_fine_tuned_but_can_be_pruned(tmp_path: Path) -> None:

@@ -5,10 +5,16 @@ so both see the same machine load and neither always runs second (warm caches): 
 moments on a shared machine says more about the load than about the model. The speedup is the median of
 the per-round ratios, and its spread is their interquartile range: a masked model, whose true speedup is
 1.0x, reads as 1.0x with a spread that contains 1.0.
+
+Medians also get a distribution-free confidence interval from order statistics (the binomial interval of
+the median): with the default 30 rounds and 95% it runs from the 10th to the 21st smallest ratio. Gates
+compare that interval, not the median alone, with their threshold (worker/engine/gates.py).
 """
 
 from __future__ import annotations
 
+import functools
+import math
 import statistics
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,22 +40,28 @@ def time_interleaved(
     previous_threads = torch.get_num_threads()
     if spec.threads is not None:
         torch.set_num_threads(spec.threads)
-    times: list[list[float]] = [[] for _ in modules]
     try:
-        for call in calls:
-            for _ in range(spec.warmup):
-                call(batch)
-        _sync(device)
-        for round_ in range(spec.repeats):
-            order = range(len(modules)) if round_ % 2 == 0 else reversed(range(len(modules)))
-            for i in order:
-                start = time.perf_counter()
-                calls[i](batch)
-                _sync(device)
-                times[i].append((time.perf_counter() - start) * 1000.0)
+        times = time_calls([functools.partial(c, batch) for c in calls], spec, lambda: _sync(device))
     finally:
         torch.set_num_threads(previous_threads)
     return times, spec.threads or previous_threads
+
+
+def time_calls(calls: Sequence[Callable[[], object]], spec: LatencySpec, sync: Callable[[], None]) -> list[list[float]]:
+    """Milliseconds of each call, round by round, the order alternating; `sync` waits for the device after each."""
+    for _ in range(spec.warmup):
+        for call in calls:  # interleaved too: whatever warms up process-wide warms up for every model alike
+            call()
+    sync()
+    times: list[list[float]] = [[] for _ in calls]
+    for round_ in range(spec.repeats):
+        order = range(len(calls)) if round_ % 2 == 0 else reversed(range(len(calls)))
+        for i in order:
+            start = time.perf_counter()
+            calls[i]()
+            sync()
+            times[i].append((time.perf_counter() - start) * 1000.0)
+    return times
 
 
 def measure_latencies(
@@ -73,8 +85,26 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
 
 
-def latency_stats(times: list[float], spec: LatencySpec, device: torch.device, threads: int) -> LatencyStats:
+def median_interval(values: Sequence[float], confidence: float = 0.95) -> tuple[float, float, float]:
+    """(low, high, coverage): a distribution-free interval for the median from order statistics.
+
+    Cuts the most values from each end that keeps P(median outside) <= 1 - confidence (binomial, p = 1/2);
+    with too few values even min..max covers less, and the coverage returned says how much.
+    """
+    ordered = sorted(values)
+    n = len(ordered)
+    if n == 0:
+        raise ValueError("no values")
+    tail, cut, below = (1.0 - confidence) / 2, 0, 0.5**n  # below = P(Binomial(n, 1/2) <= cut)
+    while cut + 1 <= (n - 1) // 2 and below + math.comb(n, cut + 1) * 0.5**n <= tail:
+        cut += 1
+        below += math.comb(n, cut) * 0.5**n
+    return ordered[cut], ordered[n - 1 - cut], 1.0 - 2 * below
+
+
+def latency_stats(times: list[float], spec: LatencySpec, device: torch.device | str, threads: int) -> LatencyStats:
     ordered = sorted(times)
+    low, high, coverage = median_interval(ordered, spec.confidence)
     return LatencyStats(
         median_ms=statistics.median(ordered),
         p90_ms=ordered[min(len(ordered) - 1, int(0.9 * len(ordered)))],
@@ -84,15 +114,21 @@ def latency_stats(times: list[float], spec: LatencySpec, device: torch.device, t
         repeats=spec.repeats,
         device=str(device),
         threads=threads,
+        ci_low_ms=low,
+        ci_high_ms=high,
+        confidence=coverage,
     )
 
 
-def speedup_of(before_ms: Sequence[float], after_ms: Sequence[float], basis: str) -> SpeedupStats:
-    """Median and interquartile range of the per-round ratios before/after (rounds are paired in time)."""
+def speedup_of(
+    before_ms: Sequence[float], after_ms: Sequence[float], basis: str, confidence: float = 0.95
+) -> SpeedupStats:
+    """Median, interquartile range and median's interval of the per-round ratios before/after (paired in time)."""
     ratios = sorted(b / a for b, a in zip(before_ms, after_ms, strict=True) if a > 0)
     if not ratios:
         return SpeedupStats(median=None, low=None, high=None, rounds=0, within_noise=True, basis=basis)
     low, high = _quantile(ratios, 0.25), _quantile(ratios, 0.75)
+    ci_low, ci_high, coverage = median_interval(ratios, confidence)
     return SpeedupStats(
         median=statistics.median(ratios),
         low=low,
@@ -100,6 +136,9 @@ def speedup_of(before_ms: Sequence[float], after_ms: Sequence[float], basis: str
         rounds=len(ratios),
         within_noise=low <= 1.0 <= high,
         basis=basis,
+        ci_low=ci_low,
+        ci_high=ci_high,
+        confidence=coverage,
     )
 
 

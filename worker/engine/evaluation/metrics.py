@@ -9,13 +9,15 @@ import torch
 import torch.nn.functional as F
 
 from prunekit.spec.report import Fidelity, SplitMetrics
-from worker.engine.models.calling import as_inputs, caller, inputs_to, main_output, num_rows, pad_rows, rows
+from worker.engine.datasets.rows import Rows, row_batches
+from worker.engine.evaluation.language import pooled_features
+from worker.engine.models.calling import as_row_inputs, caller, inputs_to, main_output, num_rows, pad_rows
 
 
 @torch.inference_mode()
 def predict_logits(
     module: torch.nn.Module,
-    x: torch.Tensor | Mapping[str, torch.Tensor],
+    x: Rows | Mapping[str, Rows],
     batch_size: int,
     device: torch.device,
     fixed_batch: int | None = None,
@@ -25,17 +27,50 @@ def predict_logits(
     `fixed_batch`: programs exported with a static batch size only accept that size; the last batch is
     padded to it and the padding's outputs dropped.
     """
-    inputs = as_inputs(x)
+    inputs = as_row_inputs(x)
     call = caller(module, list(inputs))
     step = fixed_batch or batch_size
     outs = []
-    for start in range(0, num_rows(inputs), step):
-        batch = rows(inputs, slice(start, start + step))
+    for batch in row_batches(inputs, eval_slices(num_rows(inputs), step)):
         real = num_rows(batch)
         if fixed_batch and real < fixed_batch:
             batch = pad_rows(batch, fixed_batch)
         outs.append(_as_logits(call(inputs_to(batch, device))).float().cpu()[:real])
     return torch.cat(outs) if outs else torch.empty(0)
+
+
+@torch.inference_mode()
+def predict_features(
+    module: torch.nn.Module,
+    x: Rows | Mapping[str, Rows],
+    batch_size: int,
+    device: torch.device,
+    fixed_batch: int | None = None,
+) -> torch.Tensor:
+    """The main output of every row, mean-pooled over real tokens to [rows, features], on CPU as float32."""
+    inputs = as_row_inputs(x)
+    call = caller(module, list(inputs))
+    step = fixed_batch or batch_size
+    outs = []
+    for batch in row_batches(inputs, eval_slices(num_rows(inputs), step)):
+        real = num_rows(batch)
+        if fixed_batch and real < fixed_batch:
+            batch = pad_rows(batch, fixed_batch)
+        out = main_output(call(inputs_to(batch, device))).float().cpu()
+        outs.append(pooled_features(out, batch.get("attention_mask"))[:real])
+    return torch.cat(outs) if outs else torch.empty(0)
+
+
+def eval_slices(n: int, step: int) -> list[slice]:
+    """Consecutive batches of `step` rows (the last one shorter) covering n rows in order."""
+    return [slice(start, start + step) for start in range(0, n, step)]
+
+
+def feature_fidelity(original: torch.Tensor, compressed: torch.Tensor, split: str) -> Fidelity:
+    """Mean cosine similarity and relative error ||after - before|| / ||before|| of two models' pooled outputs."""
+    cosine = F.cosine_similarity(original, compressed, dim=1, eps=1e-12).mean().item()
+    relative = torch.linalg.vector_norm(compressed - original) / torch.linalg.vector_norm(original).clamp(min=1e-12)
+    return Fidelity(split=split, cosine_similarity=cosine, relative_error=relative.item(), samples=len(original))
 
 
 def _as_logits(out: object) -> torch.Tensor:

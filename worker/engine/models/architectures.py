@@ -1,7 +1,8 @@
 """Architecture registry: builds the nn.Module a state-dict is loaded into.
 
-`torchvision/<name>` comes from torchvision (never with pretrained weights); any other `<namespace>/<name>` comes
-from the `prunekit.architectures` entry-point group, whose entry point `<namespace>` is a dict name -> callable.
+`torchvision/<name>` comes from torchvision and `timm/<name>` from timm (never with pretrained weights); any
+other `<namespace>/<name>` comes from the `prunekit.architectures` entry-point group, whose entry point
+`<namespace>` is a dict name -> callable.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ log = logging.getLogger(__name__)
 
 # Keyword arguments that would make torchvision download pretrained weights; uploads bring their own weights.
 _WEIGHT_KWARGS = ("weights", "weights_backbone", "pretrained", "pretrained_backbone")
+# timm keyword arguments that would fetch or read weights from elsewhere than the upload.
+_TIMM_WEIGHT_KWARGS = ("pretrained_cfg", "pretrained_cfg_overlay", "checkpoint_path", "cache_dir")
 
 
 def _namespace_registry(namespace: str) -> dict[str, Callable[..., nn.Module]] | None:
@@ -48,7 +51,7 @@ def _namespace_registry(namespace: str) -> dict[str, Callable[..., nn.Module]] |
 
 def _namespaces() -> list[str]:
     names = {ep.name for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
-    return sorted(names | {"prunekit", "torchvision"})
+    return sorted(names | {"prunekit", "timm", "torchvision"})
 
 
 def known_architectures(namespace: str | None = None, limit: int | None = None) -> list[str]:
@@ -59,6 +62,10 @@ def known_architectures(namespace: str | None = None, limit: int | None = None) 
             import torchvision
 
             names += [f"torchvision/{n}" for n in sorted(torchvision.models.list_models())]
+        elif ns == "timm":
+            import timm
+
+            names += [f"timm/{n}" for n in timm.list_models()]
         else:
             try:
                 registry = _namespace_registry(ns)
@@ -83,6 +90,18 @@ def _build_torchvision(name: str, kwargs: dict[str, Any]) -> nn.Module:
     return torchvision.models.get_model(name, weights=None, **extra, **kwargs)
 
 
+def _build_timm(name: str, kwargs: dict[str, Any]) -> nn.Module:
+    import timm
+
+    if not timm.is_model(name):
+        close = timm.list_models(f"{name[:4]}*")[:8] or timm.list_models()[:8]
+        raise InvalidModelError(f"unknown architecture 'timm/{name}'; timm has e.g. {', '.join(close)}")
+    bad = [k for k in _TIMM_WEIGHT_KWARGS if k in kwargs]
+    if bad:
+        raise InvalidModelError(f"timm kwargs may not set {', '.join(bad)}: the uploaded file provides the weights")
+    return timm.create_model(name, pretrained=False, **kwargs)
+
+
 def build_architecture(name: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """Build `namespace/name` with random weights; raises InvalidModelError for unknown names or bad kwargs."""
     kwargs = dict(kwargs or {})
@@ -100,6 +119,8 @@ def build_architecture(name: str, kwargs: dict[str, Any] | None = None) -> nn.Mo
     try:
         if namespace == "torchvision":
             module = _build_torchvision(arch, kwargs)
+        elif namespace == "timm":
+            module = _build_timm(arch, kwargs)
         else:
             registry = _namespace_registry(namespace)
             if registry is None:

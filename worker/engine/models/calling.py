@@ -14,12 +14,14 @@ from typing import Any
 
 import torch
 
+from worker.engine.datasets.rows import Rows
 from worker.engine.errors import UnsupportedError
 from worker.engine.models.outputs import output_tensors
 
 __all__ = [
     "ModelInputs",
     "as_inputs",
+    "as_row_inputs",
     "batch_of",
     "call_model",
     "caller",
@@ -41,12 +43,17 @@ def as_inputs(x: torch.Tensor | Mapping[str, torch.Tensor], name: str = "x") -> 
     return {name: x} if isinstance(x, torch.Tensor) else dict(x)
 
 
-def rows(inputs: Mapping[str, torch.Tensor], index: torch.Tensor | slice) -> ModelInputs:
-    """The same rows (batch entries) of every input."""
+def as_row_inputs(x: Rows | Mapping[str, Rows], name: str = "x") -> dict[str, Rows]:
+    """Like `as_inputs`, for a split's inputs that may be lazy rows (see worker/engine/datasets/rows.py)."""
+    return dict(x) if isinstance(x, Mapping) else {name: x}
+
+
+def rows(inputs: Mapping[str, Rows], index: torch.Tensor | slice) -> ModelInputs:
+    """The same rows (batch entries) of every input, as tensors."""
     return {k: v[index] for k, v in inputs.items()}
 
 
-def num_rows(inputs: Mapping[str, torch.Tensor]) -> int:
+def num_rows(inputs: Mapping[str, Rows]) -> int:
     """The batch size (rows of the first input)."""
     return len(next(iter(inputs.values())))
 

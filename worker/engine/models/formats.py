@@ -12,13 +12,18 @@ from typing import Literal
 
 from worker.engine.errors import InvalidModelError, UnsafeModelError
 
+SPARSE_INDEX = "prunekit.sparse"  # the metadata key of worker/engine/models/sparse.py's index
+
 __all__ = [
     "Container", "DetectedFormat", "ModelFormat", "check_zip_bomb", "detect_format", "torch_archive_records",
     "zip_entries",
 ]  # fmt: skip
 
-ModelFormat = Literal["torchscript", "export", "state_dict"]
-Container = Literal["safetensors", "torch.save zip", "torch.save legacy", "torchscript zip", "pt2 zip"]
+ModelFormat = Literal["torchscript", "export", "state_dict", "huggingface"]
+Container = Literal[
+    "safetensors", "sparse safetensors", "torch.save zip", "torch.save legacy", "torchscript zip", "pt2 zip",
+    "huggingface zip", "huggingface tar", "huggingface tar.gz",
+]  # fmt: skip
 
 # A safetensors header above this is not a model header but garbage (the format caps it at 100 MB too).
 _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
@@ -26,7 +31,8 @@ _MAX_SAFETENSORS_HEADER = 100 * 1024 * 1024
 _BOMB_RATIO, _BOMB_MIN_BYTES = 100, 16 * 1024 * 1024
 _EXPECTED = (
     "expected a TorchScript file (torch.jit.save), a torch.export program (torch.export.save, .pt2), "
-    "a state_dict saved with torch.save, or a .safetensors file"
+    "a state_dict saved with torch.save, a .safetensors file, or a .tar / .tar.gz / .zip of a Hugging Face "
+    "save_pretrained folder"
 )
 
 
@@ -122,16 +128,26 @@ def _classify_zip(path: Path, size: int) -> DetectedFormat:
         return DetectedFormat("export", "pt2 zip", tuple(entries), prefix)
     if "data.pkl" in names:
         return DetectedFormat("state_dict", "torch.save zip", tuple(entries), prefix)
+    if "config.json" in names or any(e.count("/") == 1 and e.endswith("/config.json") for e in entries):
+        # extraction checks every member (worker/engine/models/archives.py), whatever else the zip holds
+        return DetectedFormat("huggingface", "huggingface zip", tuple(entries), prefix)
     shown = ", ".join(sorted(entries)[:6])
     raise InvalidModelError(f"not a recognized model format: a zip archive with entries {shown} ...; {_EXPECTED}")
 
 
-def _is_safetensors(head: bytes, size: int, path: Path) -> bool:
+def _is_tar(path: Path) -> bool:
+    with open(path, "rb") as fh:
+        head = fh.read(262)
+    return head[257:262] == b"ustar"
+
+
+def _safetensors_header(head: bytes, size: int, path: Path) -> dict[str, object] | None:
+    """The JSON header of a safetensors file, or None when the file is not one."""
     if len(head) < 9:
-        return False
+        return None
     (n,) = struct.unpack("<Q", head[:8])
     if n < 2 or n > min(size - 8, _MAX_SAFETENSORS_HEADER) or head[8:9] != b"{":
-        return False
+        return None
     with open(path, "rb") as fh:
         fh.seek(8)
         raw = fh.read(n)
@@ -139,7 +155,7 @@ def _is_safetensors(head: bytes, size: int, path: Path) -> bool:
         header = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise InvalidModelError(f"the file looks like safetensors but its JSON header is corrupt: {exc}") from exc
-    return isinstance(header, dict)
+    return header if isinstance(header, dict) else None
 
 
 def detect_format(path: str | os.PathLike[str]) -> DetectedFormat:
@@ -155,8 +171,16 @@ def detect_format(path: str | os.PathLike[str]) -> DetectedFormat:
         raise InvalidModelError(f"the model file is empty (0 bytes); {_EXPECTED}")
     if head.startswith(b"PK\x03\x04") or head.startswith(b"PK\x05\x06"):
         return _classify_zip(path, size)
-    if _is_safetensors(head, size, path):
-        return DetectedFormat("state_dict", "safetensors")
+    if head.startswith(b"\x1f\x8b"):
+        return DetectedFormat("huggingface", "huggingface tar.gz")  # the content is checked when it is extracted
+    if _is_tar(path):
+        return DetectedFormat("huggingface", "huggingface tar")
+    header = _safetensors_header(head, size, path)
+    if header is not None:
+        # prunekit's sparse layout (worker/engine/models/sparse.py) is a state_dict too, read through its index
+        meta = header.get("__metadata__")
+        sparse = isinstance(meta, dict) and SPARSE_INDEX in meta
+        return DetectedFormat("state_dict", "sparse safetensors" if sparse else "safetensors")
     # torch.save's legacy (non-zip) format is a pickle stream; protocol 2+ streams start with PROTO (0x80) + version.
     if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return DetectedFormat("state_dict", "torch.save legacy")

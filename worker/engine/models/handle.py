@@ -10,6 +10,7 @@ import torch
 from torch.export import ExportedProgram
 
 from worker.engine.models.formats import ModelFormat
+from worker.engine.models.huggingface import HuggingFaceSource
 
 __all__ = ["LoadedModel"]
 
@@ -30,6 +31,10 @@ class LoadedModel:
     # export only: the batch size the program was exported with when its batch dimension is static. Other batch
     # sizes fail its guards ("Guard failed: x.size()[0] == 2"), so evaluation must feed batches of exactly this size.
     fixed_batch_size: int | None = None
+    # huggingface only: the extracted input folder (tokenizer and processor files are carried over), task, archive.
+    hf_source: HuggingFaceSource | None = None
+    # causal_lm, sequence_classification, image_classification, feature_extraction; "auto" means classification.
+    task: str = "auto"
 
     def set_train(self, on: bool) -> None:
         """Switch train/eval mode; a no-op for models that cannot switch (export programs)."""

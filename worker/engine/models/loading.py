@@ -22,9 +22,12 @@ import torch
 from prunekit.spec.job import ModelSpec
 from worker.engine.errors import InvalidModelError, UnsafeModelError
 from worker.engine.models.architectures import build_architecture
+from worker.engine.models.archives import archive_kind
 from worker.engine.models.formats import DetectedFormat, detect_format
 from worker.engine.models.handle import LoadedModel
+from worker.engine.models.huggingface import load_huggingface
 from worker.engine.models.pt2 import load_exported_program
+from worker.engine.models.sparse import read_sparse
 from worker.engine.models.torchscript import load_torchscript
 
 __all__ = ["check_finite", "load_model", "load_state_dict_file", "load_weights_into"]
@@ -105,7 +108,9 @@ def load_state_dict_file(
     """Read a state-dict (safetensors or torch.save) without running code; checks for non-tensors and NaN/Inf."""
     path = Path(path)
     detected = detected or detect_format(path)
-    if detected.container == "safetensors":
+    if detected.container == "sparse safetensors":
+        state = read_sparse(path)  # prunekit's bitmask + values layout, restored dense (worker/engine/models/sparse.py)
+    elif detected.container == "safetensors":
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
@@ -167,10 +172,14 @@ def load_model(path: str | os.PathLike[str], model_spec: ModelSpec) -> LoadedMod
             f"model.format is '{model_spec.format}' but the file is a {detected.container} "
             f"({detected.format}); set model.format to 'auto' or '{detected.format}'"
         )
+    if detected.format == "huggingface":
+        return _load_huggingface(path, detected, model_spec)
     if detected.format == "torchscript":
         scripted = load_torchscript(path)
         check_finite(_all_tensors(scripted), "the TorchScript model")
-        return LoadedModel(module=scripted, format="torchscript", source_container=detected.container)
+        return LoadedModel(
+            module=scripted, format="torchscript", source_container=detected.container, task=model_spec.task
+        )
     if detected.format == "export":
         program = load_exported_program(path)
         constants = [(k, v) for k, v in program.constants.items() if isinstance(v, torch.Tensor)]
@@ -186,6 +195,7 @@ def load_model(path: str | os.PathLike[str], model_spec: ModelSpec) -> LoadedMod
             supports_train_mode=False,
             source_container=detected.container,
             fixed_batch_size=_static_batch_size(program),
+            task=model_spec.task,
         )
     if not model_spec.architecture:
         raise InvalidModelError(
@@ -202,6 +212,18 @@ def load_model(path: str | os.PathLike[str], model_spec: ModelSpec) -> LoadedMod
         architecture=model_spec.architecture,
         arch_kwargs=dict(model_spec.kwargs),
         source_container=detected.container,
+        task=model_spec.task,
+    )
+
+
+def _load_huggingface(path: Path, detected: DetectedFormat, model_spec: ModelSpec) -> LoadedModel:
+    kind = archive_kind(path)
+    if kind is None:  # detect_format saw an archive's magic bytes, so this is a race with the file changing
+        raise InvalidModelError("the Hugging Face archive could not be read")
+    module, source = load_huggingface(path, kind, model_spec.task)
+    check_finite(_all_tensors(module), "the Hugging Face model")
+    return LoadedModel(
+        module=module, format="huggingface", source_container=detected.container, hf_source=source, task=source.task
     )
 
 

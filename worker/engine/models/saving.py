@@ -10,7 +10,7 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 import torch
 from torch.export import ExportedProgram
@@ -19,12 +19,19 @@ from worker.engine.errors import EngineError, UnsupportedError
 from worker.engine.models.calling import ModelInputs, as_inputs, keyword_names
 from worker.engine.models.formats import ModelFormat
 from worker.engine.models.handle import LoadedModel
+from worker.engine.models.huggingface import save_huggingface
+from worker.engine.models.sparse import FORMAT as SPARSE_FORMAT
+from worker.engine.models.sparse import write_sparse
 
-__all__ = ["OUTPUT_SUFFIX", "save_model"]
+__all__ = ["ARCHIVE_SUFFIX", "OUTPUT_SUFFIX", "save_model"]
 
 log = logging.getLogger(__name__)
 
-OUTPUT_SUFFIX: dict[str, str] = {"torchscript": ".pt", "export": ".pt2", "state_dict": ".safetensors"}
+OUTPUT_SUFFIX: dict[str, str] = {
+    "torchscript": ".pt", "export": ".pt2", "state_dict": ".safetensors", SPARSE_FORMAT: ".sparse.safetensors",
+}  # fmt: skip
+# huggingface: the same kind of archive as the upload
+ARCHIVE_SUFFIX: dict[str, str] = {"zip": ".zip", "tar": ".tar", "tar.gz": ".tar.gz"}
 
 
 @contextlib.contextmanager
@@ -241,18 +248,45 @@ def _save_state_dict(model: LoadedModel, out_dir: Path, stem: str, notes: list[s
     return final
 
 
+def _save_sparse(model: LoadedModel, out_dir: Path, stem: str) -> Path:
+    """Only the surviving weights (bitmask + values); self-describing for state-dict inputs, else for the upload."""
+    final = out_dir / f"{stem}{OUTPUT_SUFFIX[SPARSE_FORMAT]}"
+    meta = {
+        "architecture": model.architecture or "",
+        "kwargs": json.dumps(model.arch_kwargs),
+        "source_format": model.format,
+        "torch": torch.__version__.split("+")[0],
+    }
+    with _atomic_target(final) as tmp:
+        write_sparse(model.module.state_dict(), tmp, meta)  # tied tensors are stored once (its aliases)
+    return final
+
+
+# --- huggingface -------------------------------------------------------------------------------------------------
+
+
+def _save_huggingface(model: LoadedModel, out_dir: Path, stem: str) -> Path:
+    source = model.hf_source
+    if source is None:
+        raise UnsupportedError("output.format 'huggingface' needs a Hugging Face checkpoint as input; use 'same'")
+    final = out_dir / f"{stem}{ARCHIVE_SUFFIX[source.archive]}"
+    with _atomic_target(final) as tmp:
+        save_huggingface(model.module, source, tmp)
+    return final
+
+
 # --- entry point -------------------------------------------------------------------------------------------------
 
 
 def save_model(
     model: LoadedModel,
     out_dir: str | os.PathLike[str],
-    fmt: ModelFormat,
+    fmt: ModelFormat | Literal["sparse_state_dict"],
     example_input: torch.Tensor | Mapping[str, torch.Tensor] | None,
     stem: str = "model",
     notes: list[str] | None = None,
 ) -> Path:
-    """Write `model` as `<stem>.pt` / `.pt2` / `.safetensors(+.json)` in out_dir; notes get how it was made.
+    """Write `model` as `<stem>.pt` / `.pt2` / `.safetensors(+.json)` / `.sparse.safetensors`; notes get how.
 
     `example_input`: one sample of the model's input, or of its named inputs (for tracing and export).
     """
@@ -261,6 +295,10 @@ def save_model(
     example = {k: v.detach().cpu() for k, v in as_inputs(example_input).items()} if example_input is not None else None
     if fmt == "state_dict":
         return _save_state_dict(model, out_dir, stem, notes)
+    if fmt == "huggingface":
+        return _save_huggingface(model, out_dir, stem)
+    if fmt == SPARSE_FORMAT:
+        return _save_sparse(model, out_dir, stem)
     final = out_dir / f"{stem}{OUTPUT_SUFFIX[fmt]}"
     if fmt == "torchscript":
         with _eval_mode(model.module, model.supports_train_mode):

@@ -19,6 +19,11 @@ def _rows(t: PruneTarget) -> torch.Tensor:
     return p.reshape(p.shape[0], -1) if p.dim() >= 2 else p.reshape(1, -1)
 
 
+def reduction_size(t: PruneTarget) -> int:
+    """The input size each output's groups run along (in*kh*kw for a conv)."""
+    return int(_rows(t).shape[1])
+
+
 def nm_mask(t: PruneTarget, n: int, m: int) -> torch.Tensor:
     """Keep-mask with exactly n kept in every group of m consecutive inputs (ties broken by ``topk``)."""
     rows = _rows(t)
@@ -26,7 +31,7 @@ def nm_mask(t: PruneTarget, n: int, m: int) -> torch.Tensor:
     if width % m:
         raise UnsupportedError(
             f"N:M pruning of {t.name!r} (shape {tuple(t.param.shape)}): its input size {width} is not divisible by "
-            f"M={m}. Leave it out, e.g. exclude: [{t.name!r}]"
+            f"M={m}. Leave it out, e.g. exclude: [{t.name!r}] (a compress job skips such layers unless strict is set)"
         )
     groups = rows.abs().reshape(rows.shape[0], width // m, m)
     keep = torch.zeros(groups.shape, dtype=torch.bool, device=groups.device)

@@ -10,6 +10,7 @@ from worker.engine.errors import UnsupportedError
 from worker.engine.pruning import channel, magnitude, nm
 from worker.engine.pruning import random as random_method
 from worker.engine.pruning.base import MaskRequest
+from worker.engine.pruning.calibrated import compute as calibrated_compute
 
 MaskMethod = Callable[[MaskRequest], dict[str, torch.Tensor]]
 
@@ -18,6 +19,8 @@ METHODS: dict[str, MaskMethod] = {
     "random": random_method.compute,
     "channel": channel.compute,
     "nm": nm.compute,
+    "wanda": calibrated_compute,  # masks from the calibrated pass (worker/engine/strategies/calibrated.py)
+    "sparsegpt": calibrated_compute,
 }
 
 

@@ -55,6 +55,8 @@ def default_output_format(model: LoadedModel, requested: str) -> str:
     """``same`` keeps the input's format; another format needs a state-dict input (only that can be re-saved)."""
     if requested == "same":
         return model.format
+    if requested == "sparse_state_dict":
+        return requested  # masks keep every shape, so the weights load back into any input's model
     if model.format != "state_dict" and requested != model.format:
         raise InvalidSpecError(
             f"output.format '{requested}' needs a state-dict input (the input is {model.format}); use 'same'"

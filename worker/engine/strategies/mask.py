@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from prunekit.spec import FinetuneSpec, MaskPruningSpec, PruningSpec
-from prunekit.spec.report import Report
+from prunekit.spec.report import Report, SkippedLayer
 from worker.engine.errors import InvalidSpecError
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
 from worker.engine.models.calling import ModelInputs, batch_of, inputs_to
 from worker.engine.models.handle import LoadedModel
 from worker.engine.pruning import PruneTarget, TargetPlan, plan_targets
+from worker.engine.pruning.fit import skipped_note, split_unfit
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, report_epoch
 from worker.engine.strategies.health import (
     check_batch,
@@ -23,6 +24,13 @@ from worker.engine.training.finetune import FinetuneResult
 from worker.engine.training.masking import MaskController
 from worker.engine.training.phases import PhaseInputs, prune_and_recover, recovery_spec, regularize_phase, renumber
 
+# Said once for every mask method: masks keep the dense shapes, so the runtime does the same work.
+MASK_SPEED_NOTE = (
+    "masks zero weights but keep every dense shape: unstructured and N:M masks save no time without a sparse kernel "
+    "on the deployment runtime (channel masks none until the channels are removed, e.g. with method structural); "
+    "they save storage (see the zipped size, size_after.artifact_zipped_bytes)"
+)
+
 
 class MaskStrategy(PruningStrategy):
     """Any method registered in ``worker.engine.pruning.registry``: the masks differ, the training plan does not."""
@@ -30,6 +38,7 @@ class MaskStrategy(PruningStrategy):
     def __init__(self, cfg: MaskPruningSpec) -> None:
         self.cfg = cfg
         self.plan: TargetPlan | None = None  # set by prune, read by fill_report
+        self.skipped: list[SkippedLayer] = []  # targets left dense: they cannot hold the N:M pattern
 
     @classmethod
     def for_spec(cls, cfg: PruningSpec) -> MaskStrategy:
@@ -48,6 +57,10 @@ class MaskStrategy(PruningStrategy):
         before = probe(model, batch, state.device) if batch is not None else None
         self.plan = plan_targets(model.module, self.cfg, _trace_input(state, model))
         state.notes.extend(self.plan.notes())
+        self.plan.targets, self.skipped = split_unfit(model.module, self.plan.targets, self.cfg)
+        if self.skipped:
+            state.notes.append(skipped_note(self.skipped))
+        state.notes.append(MASK_SPEED_NOTE)
         outcome = self._prune(state, model, teacher, self.plan.targets)
         state.notes.extend(layer_notes(self.plan.targets, self.cfg))
         after = probe(model, batch, state.device) if before is not None and batch is not None else None
@@ -63,6 +76,7 @@ class MaskStrategy(PruningStrategy):
         report.sparsity.classifier = self.plan.classifier
         report.sparsity.classifier_source = self.plan.classifier_source
         report.sparsity.not_prunable = self.plan.not_prunable
+        report.sparsity.skipped_layers = self.skipped
         if not report.sparsity.tied:
             report.sparsity.tied = self.plan.tied
 
@@ -87,7 +101,9 @@ class MaskStrategy(PruningStrategy):
     ) -> FinetuneResult:
         assert state.data is not None
         ft = self._batch_spec(state, model)
-        if not state.data.labelled and ft.regularizers.distillation is None:
+        if state.data.features:
+            state.notes.append("fine-tuned toward the original's mean-pooled outputs (MSE distillation)")
+        elif not state.data.labelled and ft.regularizers.distillation is None:
             state.notes.append("unlabelled data: fine-tuned by distillation from the original model only")
         inp = PhaseInputs(
             model=model,
@@ -99,6 +115,7 @@ class MaskStrategy(PruningStrategy):
             device=state.device,
             seed=state.spec.seed,
             eval_batch_size=state.spec.evaluation.batch_size,
+            teacher_module=state.teacher,
         )
         total = ft.regularize_epochs + ft.epochs
         first = FinetuneResult()

@@ -12,14 +12,18 @@ from prunekit.spec import PruningSpec
 from worker.engine.errors import UnsupportedError
 from worker.engine.pruning.registry import METHODS
 from worker.engine.strategies.base import PruningStrategy
+from worker.engine.strategies.calibrated import CalibratedStrategy
 from worker.engine.strategies.mask import MaskStrategy
 from worker.engine.strategies.structural import StructuralStrategy
+from worker.engine.strategies.transformer import TransformerStructuralStrategy
 
 StrategyFactory = Callable[[PruningSpec], PruningStrategy]
 
 STRATEGIES: dict[str, StrategyFactory] = {
     **dict.fromkeys(METHODS, MaskStrategy.for_spec),
+    **dict.fromkeys(("wanda", "sparsegpt"), CalibratedStrategy.for_spec),  # masks from calibration data
     "structural": StructuralStrategy.for_spec,
+    "transformer_structural": TransformerStructuralStrategy.for_spec,  # Hugging Face checkpoints, config rewritten
 }
 
 

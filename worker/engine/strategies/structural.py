@@ -9,10 +9,11 @@ import torch
 from safetensors.torch import save_file
 
 from prunekit.spec import FinetuneSpec, PruningSpec, StructuralPruning
+from prunekit.spec.job import LatencySpec
 from prunekit.spec.report import GateResult, Report, StructuralReport
 from worker.engine.data import Dataset
-from worker.engine.errors import InvalidSpecError
-from worker.engine.evaluation.latency import interleaved_speedup
+from worker.engine.errors import InvalidSpecError, UnsupportedError
+from worker.engine.evaluation.latency import SpeedupFn, interleaved_speedup
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
 from worker.engine.models.architectures import build_architecture
@@ -54,6 +55,18 @@ class StructuralStrategy(PruningStrategy):
 
     def output_format(self, model: LoadedModel, requested: str) -> str:
         """A state-dict input is saved as TorchScript: the architecture's own constructor builds full widths."""
+        if model.format == "huggingface":
+            # Smaller widths need a rewritten config.json: the transformer strategy does that, this one cannot.
+            raise UnsupportedError(
+                "method 'structural' removes channels from traced graphs and cannot rewrite a Hugging Face config; "
+                "use method 'transformer_structural' (attention heads, MLP channels, hidden size, blocks) for "
+                "checkpoints, or a mask method (magnitude, nm)"
+            )
+        if requested == "sparse_state_dict":
+            raise UnsupportedError(
+                "output.format 'sparse_state_dict' is for mask pruning; structural pruning already writes a "
+                "smaller dense model: use 'same'"
+            )
         if model.format == "state_dict" and requested in ("same", "state_dict"):
             # A dense smaller model needs a self-describing format; write_sidecars adds the state-dict and widths.
             return "torchscript"
@@ -158,13 +171,22 @@ def remove_and_recover(
         cfg,
         state.sample.to(device),
         data_fn,
-        speedup_fn=interleaved_speedup(state.sample, state.spec.evaluation.latency, device),
+        speedup_fn=_speedup_fn(cfg, state.sample, state.spec.evaluation.latency, device),
     )
     model.module = pruned.module.to(device)
     section = StructuralReport.model_validate(pruned.to_dict())
     if data is None or ft.epochs == 0:
         return FinetuneResult(), section
     return _recover(model, data, state, teacher, ft, on_epoch), section
+
+
+def _speedup_fn(cfg: StructuralPruning, sample: torch.Tensor, latency: LatencySpec, device: torch.device) -> SpeedupFn:
+    """How target_speedup is measured: in PyTorch, or both models exported to ONNX Runtime."""
+    if cfg.target_speedup_runtime == "onnxruntime":
+        from worker.engine.evaluation.onnx_latency import onnx_interleaved_speedup
+
+        return onnx_interleaved_speedup(sample, latency, device)
+    return interleaved_speedup(sample, latency, device)
 
 
 def _recover(

@@ -9,13 +9,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 
 from prunekit.spec import FinetuneSpec
 from prunekit.spec.report import EpochRecord
 from worker.engine.data import Dataset
+from worker.engine.datasets.rows import row_batches
 from worker.engine.errors import InvalidSpecError, UnsupportedError
-from worker.engine.evaluation.metrics import autocast_context, predict_logits, split_metrics
-from worker.engine.models.calling import caller, inputs_to, main_output, rows
+from worker.engine.evaluation.language import lm_split_metrics, lm_targets, pooled_features
+from worker.engine.evaluation.metrics import autocast_context, predict_features, predict_logits, split_metrics
+from worker.engine.models.calling import caller, inputs_to, main_output
 from worker.engine.models.handle import LoadedModel
 from worker.engine.training.divergence import ADVICE, DivergenceGuard
 from worker.engine.training.masking import MaskController, NoMasks
@@ -48,6 +51,8 @@ class TrainContext:
     seed: int
     eval_batch_size: int
     fixed_batch: int | None = None  # exported programs with a static batch size
+    # causal LMs: the unpruned model, run on each batch for distillation (its logits are too large to keep)
+    teacher_module: torch.nn.Module | None = None
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, full_only: bool) -> list[torch.Tensor]:
@@ -69,12 +74,17 @@ def _train_epoch(
     call = caller(module, list(inputs))
     ctx.model.set_train(True)
     total_loss, correct, seen = 0.0, 0, 0
-    for idx in _batches(len(data.x_train), spec.batch_size, gen, ctx.fixed_batch is not None):
-        x = inputs_to(rows(inputs, idx), ctx.device)
+    batches = _batches(len(data.x_train), spec.batch_size, gen, ctx.fixed_batch is not None)
+    for idx, rows_of in zip(batches, row_batches(inputs, batches), strict=True):
+        x = inputs_to(rows_of, ctx.device)
         y = data.y_train[idx].to(ctx.device) if data.y_train is not None else None
         t_logits = ctx.teacher_train_logits[idx].to(ctx.device) if ctx.teacher_train_logits is not None else None
         with autocast_context(ctx.device, ctx.amp):
             logits = main_output(call(x))
+        if data.causal_lm:
+            logits, y, t_logits = _lm_batch(ctx, call, logits, x)
+        elif data.features:
+            logits = pooled_features(logits, x.get("attention_mask"))  # compared with the original's, by MSE
         loss = ctx.loss(logits, y, t_logits)
         loss_value = float(loss.detach())
         guard.check(loss_value, int(logits.shape[-1]), step + 1)
@@ -87,11 +97,24 @@ def _train_epoch(
         ctx.masks.after_step(step)
         total_loss += loss_value * len(idx)
         seen += len(idx)
-        if y is not None:
+        if data.y_train is not None and y is not None:
             correct += int((logits.detach().argmax(1) == y).sum())
     ctx.model.set_train(False)
     acc = correct / seen if data.y_train is not None and seen else None
     return step, total_loss / max(seen, 1), acc
+
+
+def _lm_batch(
+    ctx: TrainContext, call: Callable[..., object], logits: torch.Tensor, x: dict[str, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """Next-token (logits, targets) of a causal-LM batch, and the original's logits when distilling."""
+    flat, targets = lm_targets(logits, x)
+    if ctx.teacher_module is None or not ctx.loss.needs_teacher:
+        return flat, targets, None
+    teacher_call = caller(ctx.teacher_module, list(x))
+    with torch.no_grad(), autocast_context(ctx.device, ctx.amp):
+        teacher_flat, _ = lm_targets(main_output(teacher_call(x)), x)
+    return flat, targets, teacher_flat
 
 
 def _backward(loss: torch.Tensor) -> None:
@@ -118,6 +141,12 @@ def _check_finite(module: torch.nn.Module, epoch: int) -> None:
 
 def _validate(ctx: TrainContext) -> tuple[float | None, float | None]:
     """Validation (loss, accuracy); without labels the loss is the distillation KL to the original."""
+    if ctx.data.causal_lm:
+        return lm_split_metrics(ctx.model.module, ctx.data.val_inputs(), ctx.eval_batch_size, ctx.device).loss, None
+    if ctx.data.features and ctx.teacher_val_logits is not None:
+        module, inputs = ctx.model.module, ctx.data.val_inputs()
+        features = predict_features(module, inputs, ctx.eval_batch_size, ctx.device, ctx.fixed_batch)
+        return float(F.mse_loss(features, ctx.teacher_val_logits)), None
     logits = predict_logits(ctx.model.module, ctx.data.val_inputs(), ctx.eval_batch_size, ctx.device, ctx.fixed_batch)
     if ctx.data.y_val is not None:
         m = split_metrics(logits, ctx.data.y_val)

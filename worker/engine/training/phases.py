@@ -30,11 +30,14 @@ class PhaseInputs:
     device: torch.device
     seed: int
     eval_batch_size: int
+    teacher_module: torch.nn.Module | None = None  # causal LMs: distillation computed batch by batch
 
 
 def _context(inp: PhaseInputs, ft: FinetuneSpec, masks: MaskController) -> TrainContext:
     norm_scales = [p for n, p in inp.model.module.named_parameters() if p.dim() == 1 and n.endswith("weight")]
-    loss = RegularizedLoss(ft.regularizers, [t.param for t in inp.targets], norm_scales, inp.data.labelled)
+    loss = RegularizedLoss(
+        ft.regularizers, [t.param for t in inp.targets], norm_scales, inp.data.labelled, inp.data.features
+    )
     return TrainContext(
         model=inp.model,
         data=inp.data,
@@ -47,6 +50,7 @@ def _context(inp: PhaseInputs, ft: FinetuneSpec, masks: MaskController) -> Train
         seed=inp.seed,
         eval_batch_size=inp.eval_batch_size,
         fixed_batch=inp.model.fixed_batch_size,
+        teacher_module=inp.teacher_module if loss.needs_teacher else None,
     )
 
 

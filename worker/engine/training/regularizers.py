@@ -45,8 +45,11 @@ class RegularizedLoss:
         prunable: Sequence[torch.Tensor],
         norm_scales: Sequence[torch.Tensor],
         labelled: bool,
+        feature_targets: bool = False,
     ) -> None:
         self.spec = spec
+        # Models without class outputs (embeddings): distillation is the MSE to the original's pooled outputs.
+        self.feature_targets = feature_targets
         self.prunable = list(prunable)
         self.norm_scales = list(norm_scales)
         self.labelled = labelled
@@ -55,6 +58,10 @@ class RegularizedLoss:
             # Without labels the only training signal is the original model.
             self.distill = DistillationSpec(alpha=1.0)
         self.terms: dict[str, float] = {}
+
+    def _soft_kl(self, logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+        assert self.distill is not None
+        return distillation_loss(logits, teacher_logits, self.distill)
 
     @property
     def needs_teacher(self) -> bool:
@@ -68,7 +75,8 @@ class RegularizedLoss:
         if self.labelled and target is not None and alpha < 1.0:
             terms["task"] = (1.0 - alpha) * F.cross_entropy(logits.float(), target)
         if self.distill is not None and teacher_logits is not None:
-            terms["distill"] = alpha * distillation_loss(logits, teacher_logits, self.distill)
+            distance = F.mse_loss if self.feature_targets else self._soft_kl
+            terms["distill"] = alpha * distance(logits.float(), teacher_logits.float())
         if self.spec.l1 > 0 and self.prunable:
             terms["l1"] = self.spec.l1 * l1_penalty(self.prunable)
         if self.spec.group_lasso > 0 and self.prunable:

@@ -1,0 +1,218 @@
+"""Artifact sizes of a mask-pruned torchvision resnet18: dense, zlib of dense, prunekit's sparse_state_dict, floor.
+
+    python benchmarks/bench_sparse_storage.py [--repeats 7] [--threads 1] [--json out.json]
+
+Weights: resnet18 with its random initialisation (weights=None, seed 0; nothing is downloaded), pruned by global
+magnitude over every conv + linear weight at 50/90/95%, or 2:4 (in each group of 4 consecutive inputs of an output
+keep the 2 largest; conv1's 147 inputs per output are not divisible by 4, so it stays dense, as prunekit would ask
+to exclude it). Trained weights have another value distribution: their values deflate less (see docs).
+
+Columns: dense = the state_dict as .safetensors; zlib = that file deflated (level 6); raw = bitmask + values with
+no deflate; sparse = the sparse_state_dict file as prunekit writes it; variants without the byte-plane split and
+at zlib level 9. Floors: "mask H + raw values" = the bitmask at its entropy (bits per element by the kept share of
+each tensor) + the kept values' raw bytes + the dense tensors; "mask H + value H0" also replaces the values by their
+order-0 entropy per byte plane (what a byte-wise entropy coder could reach without modelling more).
+Load time: median of --repeats loads (after one warm-up) from the page cache: the dense file with
+safetensors.load_file (lazy: tensors map the file), the same + load_state_dict into resnet18 (the bytes are read),
+the README loader, and the README loader + load_state_dict. Bit-identical: every restored tensor's bytes equal
+the masked model's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torchvision
+from safetensors.torch import load_file, save_file
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from worker.engine.models import sparse
+from worker.engine.pruning.threshold import global_magnitude_threshold
+
+MIB = 1024 * 1024
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def readme_loader() -> Callable[[str], dict[str, torch.Tensor]]:
+    """The README's `load_sparse`, exactly as documented."""
+    found = re.search(r"<!-- sparse-loader -->\s*```python\n(.*?)```", README.read_text(), re.S)
+    if found is None:
+        raise SystemExit("README.md has no sparse-loader block")
+    scope: dict[str, Any] = {}
+    exec(found.group(1), scope)
+    return scope["load_sparse"]  # type: ignore[no-any-return]
+
+
+def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
+    return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
+
+
+@torch.no_grad()
+def pruned_resnet18(method: str) -> torch.nn.Module:
+    """resnet18 (seed 0) with its conv/linear weights zeroed by global magnitude ("0.9") or "2:4"."""
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None).eval()
+    weights = _weights(model)
+    if method == "2:4":
+        for w in weights:
+            rows = w.reshape(w.shape[0], -1)
+            if rows.shape[1] % 4:
+                continue
+            groups = rows.abs().reshape(rows.shape[0], -1, 4)
+            keep = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, groups.topk(2, dim=-1).indices, True)
+            w.masked_fill_(~keep.view(w.shape), 0)
+        return model
+    threshold = global_magnitude_threshold([w.abs() for w in weights], float(method))
+    for w in weights:
+        w.masked_fill_(w.abs() <= threshold, 0)
+    return model
+
+
+def _h(p: float) -> float:
+    return 0.0 if p in (0.0, 1.0) else -(p * math.log2(p) + (1 - p) * math.log2(1 - p))
+
+
+def _h0(data: np.ndarray) -> float:
+    """Order-0 entropy of a byte array, in bytes."""
+    counts = np.bincount(data, minlength=256)
+    probs = counts[counts > 0] / data.size
+    return float(-(probs * np.log2(probs)).sum() * data.size / 8)
+
+
+def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
+    """Every size column of the table, in bytes."""
+    dense_path = folder / "dense.safetensors"
+    save_file(state, str(dense_path))
+    dense_bytes = dense_path.read_bytes()
+    sparse_path = folder / "model.sparse.safetensors"
+    started = time.perf_counter()
+    sparse.write_sparse(state, sparse_path, {})
+    write_s = time.perf_counter() - started
+    out = {"dense": len(dense_bytes), "zlib": len(zlib.compress(dense_bytes, 6)), "sparse": sparse_path.stat().st_size}
+    raw = no_split = level9 = floor_raw = floor_h0 = 0.0
+    _, index = sparse.encode_state(state)
+    for name, tensor in state.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if name not in index:
+            raw, no_split, level9, floor_raw, floor_h0 = (
+                x + nbytes for x in (raw, no_split, level9, floor_raw, floor_h0)
+            )
+            continue
+        keep = tensor.reshape(-1).view(torch.int32) != 0
+        kept = tensor.reshape(-1)[keep]
+        mask = np.packbits(keep.numpy(), bitorder="little").tobytes()
+        planes = kept.view(torch.uint8).view(-1, 4).t().contiguous().numpy()
+        mask_h = tensor.numel() * _h(float(keep.float().mean())) / 8
+        raw += len(mask) + kept.numel() * 4
+        no_split += len(zlib.compress(mask, 6)) + len(zlib.compress(kept.numpy().tobytes(), 6))
+        level9 += sum(len(b) for b in sparse.encode_tensor(tensor, level=9))
+        floor_raw += mask_h + kept.numel() * 4
+        floor_h0 += mask_h + sum(_h0(plane) for plane in planes)
+    out.update(raw=raw, no_split=no_split, level9=level9, floor_raw=floor_raw, floor_h0=floor_h0, write_s=write_s)
+    return out
+
+
+def _median_time(fn: Callable[[], object], repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def load_times(folder: Path, repeats: int) -> dict[str, float]:
+    """Median seconds to load the dense file and the sparse one, alone and into a resnet18."""
+    load_sparse = readme_loader()
+    target = torchvision.models.resnet18(weights=None)
+    dense, sparse_path = str(folder / "dense.safetensors"), str(folder / "model.sparse.safetensors")
+    return {
+        "dense_load": _median_time(lambda: load_file(dense), repeats),
+        "dense_into_model": _median_time(lambda: target.load_state_dict(load_file(dense)), repeats),
+        "sparse_load": _median_time(lambda: load_sparse(sparse_path), repeats),
+        "sparse_into_model": _median_time(lambda: target.load_state_dict(load_sparse(sparse_path)), repeats),
+        "engine_read": _median_time(lambda: sparse.read_sparse(sparse_path), repeats),
+    }
+
+
+def bit_identical(folder: Path, state: dict[str, torch.Tensor]) -> bool:
+    """The README loader's tensors have exactly the masked model's bytes."""
+    got = readme_loader()(str(folder / "model.sparse.safetensors"))
+    return set(got) == set(state) and all(
+        got[k].dtype == v.dtype and torch.equal(got[k].reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8))
+        for k, v in state.items()
+    )
+
+
+def run_one(method: str, repeats: int) -> dict[str, Any]:
+    """Sizes, load times and the bit-identity check of one pruning."""
+    model = pruned_resnet18(method)
+    state = {k: v.contiguous() for k, v in model.state_dict().items()}
+    weights = _weights(model)
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
+    with tempfile.TemporaryDirectory(prefix="bench-sparse-") as tmp:
+        folder = Path(tmp)
+        row: dict[str, Any] = {"method": method, "weight_sparsity": zeros, **sizes(state, folder)}
+        row.update(load_times(folder, repeats))
+        row["bit_identical"] = bit_identical(folder, state)
+    return row
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    def mib(row: dict[str, Any], key: str) -> str:
+        return f"{row[key] / MIB:.2f} ({row[key] / row['dense']:.3f}x)"
+
+    head = (
+        "| pruning | dense MiB | zlib(dense) | bitmask+values raw | **sparse_state_dict** | no byte split | zlib 9 "
+        "| floor: mask H + raw values | floor: mask H + value H0 | write s | load dense / +into model ms "
+        "| load sparse / +into model ms | bit-identical |\n" + "|---" * 13 + "|"
+    )
+    lines = [head]
+    for r in rows:
+        name = r["method"] if r["method"] == "2:4" else f"{float(r['method']):.0%} global"
+        lines.append(
+            f"| {name} ({r['weight_sparsity']:.1%} of conv/fc zero) | {r['dense'] / MIB:.2f} | {mib(r, 'zlib')} "
+            f"| {mib(r, 'raw')} | **{mib(r, 'sparse')}** | {mib(r, 'no_split')} | {mib(r, 'level9')} "
+            f"| {mib(r, 'floor_raw')} | {mib(r, 'floor_h0')} | {r['write_s']:.2f} "
+            f"| {r['dense_load'] * 1e3:.1f} / {r['dense_into_model'] * 1e3:.1f} "
+            f"| {r['sparse_load'] * 1e3:.1f} / {r['sparse_into_model'] * 1e3:.1f} | {r['bit_identical']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    rows = [run_one(method, args.repeats) for method in ("0.5", "0.9", "0.95", "2:4")]
+    print(
+        f"torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s)"
+    )
+    print(_table(rows))
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()

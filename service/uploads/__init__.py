@@ -1,0 +1,1 @@
+"""Resumable uploads: /v1/uploads."""
