@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -13,16 +13,19 @@ from worker.engine.datasets.rows import Rows, row_batches
 from worker.engine.evaluation.language import pooled_features
 from worker.engine.models.calling import as_row_inputs, caller, inputs_to, main_output, num_rows, pad_rows
 
+Readout = Callable[[object, Mapping[str, torch.Tensor]], torch.Tensor]  # (model output, batch) -> [rows, ...]
+
 
 @torch.inference_mode()
-def predict_logits(
+def _predict(
     module: torch.nn.Module,
     x: Rows | Mapping[str, Rows],
     batch_size: int,
     device: torch.device,
-    fixed_batch: int | None = None,
+    fixed_batch: int | None,
+    readout: Readout,
 ) -> torch.Tensor:
-    """Logits for every row of x (one tensor, or named inputs), computed in batches, on CPU as float32.
+    """`readout` of every row of x, computed in batches, on CPU as float32.
 
     `fixed_batch`: programs exported with a static batch size only accept that size; the last batch is
     padded to it and the padding's outputs dropped.
@@ -35,11 +38,21 @@ def predict_logits(
         real = num_rows(batch)
         if fixed_batch and real < fixed_batch:
             batch = pad_rows(batch, fixed_batch)
-        outs.append(_as_logits(call(inputs_to(batch, device))).float().cpu()[:real])
+        outs.append(readout(call(inputs_to(batch, device)), batch).float().cpu()[:real])
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-@torch.inference_mode()
+def predict_logits(
+    module: torch.nn.Module,
+    x: Rows | Mapping[str, Rows],
+    batch_size: int,
+    device: torch.device,
+    fixed_batch: int | None = None,
+) -> torch.Tensor:
+    """Class logits [rows, classes] of every row of x (one tensor, or named inputs), as float32 on CPU."""
+    return _predict(module, x, batch_size, device, fixed_batch, lambda out, _: _as_logits(out))
+
+
 def predict_features(
     module: torch.nn.Module,
     x: Rows | Mapping[str, Rows],
@@ -48,17 +61,11 @@ def predict_features(
     fixed_batch: int | None = None,
 ) -> torch.Tensor:
     """The main output of every row, mean-pooled over real tokens to [rows, features], on CPU as float32."""
-    inputs = as_row_inputs(x)
-    call = caller(module, list(inputs))
-    step = fixed_batch or batch_size
-    outs = []
-    for batch in row_batches(inputs, eval_slices(num_rows(inputs), step)):
-        real = num_rows(batch)
-        if fixed_batch and real < fixed_batch:
-            batch = pad_rows(batch, fixed_batch)
-        out = main_output(call(inputs_to(batch, device))).float().cpu()
-        outs.append(pooled_features(out, batch.get("attention_mask"))[:real])
-    return torch.cat(outs) if outs else torch.empty(0)
+
+    def pooled(out: object, batch: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        return pooled_features(main_output(out).float().cpu(), batch.get("attention_mask"))  # the mask is on CPU
+
+    return _predict(module, x, batch_size, device, fixed_batch, pooled)
 
 
 def eval_slices(n: int, step: int) -> list[slice]:
