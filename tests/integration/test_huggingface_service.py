@@ -124,3 +124,42 @@ def test_timm_state_dict_through_the_api(live_server: Stack, tmp_path: Path) -> 
 
 def _pruned(report: dict) -> set[str]:  # type: ignore[type-arg]
     return {layer["name"] for layer in report["sparsity"]["layers"] if layer["pruned"]}
+
+
+def test_vit_on_an_image_folder_archive_through_the_api(live_server: Stack, tmp_path: Path) -> None:
+    from tests.support.images import digit_folder, read_split, zip_folder
+
+    pngs = digit_folder(tmp_path / "digits")
+    model = builders.archive(builders.vit_classifier(tmp_path / "vit"), tmp_path / "vit.tar.gz")
+    spec = {**SPEC, "finetune": {"epochs": 1, "batch_size": 32}}
+    report, artifact = _upload_and_run(live_server, model, zip_folder(pngs, tmp_path / "digits.zip"), spec)
+    (tmp_path / "model.tar.gz").write_bytes(artifact)
+    hf = transformers.AutoModelForImageClassification.from_pretrained(
+        builders.extract(tmp_path / "model.tar.gz", tmp_path / "unpacked")
+    ).eval()
+    x_val, y_val = read_split(pngs, "val")
+    with torch.no_grad():
+        predicted = hf(pixel_values=torch.from_numpy(x_val)).logits.argmax(1).numpy()
+    assert report["after"]["val"]["accuracy"] == pytest.approx(float((predicted == y_val).mean()), abs=1e-9)
+
+
+def test_sentence_embedding_model_through_the_api(live_server: Stack, tmp_path: Path) -> None:
+    import numpy as np
+
+    folder = builders.bert_encoder(tmp_path / "encoder")
+    ids = np.random.default_rng(0).integers(0, 300, (40, builders.SEQ), dtype=np.int64)
+    np.savez(tmp_path / "ids.npz", x=ids)
+    spec = {**SPEC, "model": {"inputs": [{"name": "input_ids", "shape": [builders.SEQ], "dtype": "int64"}]}}
+    report, artifact = _upload_and_run(
+        live_server, builders.archive(folder, tmp_path / "e.tar.gz"), tmp_path / "ids.npz", spec
+    )
+    (tmp_path / "model.tar.gz").write_bytes(artifact)
+    pruned = transformers.AutoModel.from_pretrained(builders.extract(tmp_path / "model.tar.gz", tmp_path / "u")).eval()
+    original = transformers.AutoModel.from_pretrained(folder).eval()
+    perm = torch.randperm(len(ids), generator=torch.Generator().manual_seed(0))
+    val = torch.from_numpy(ids)[perm[: round(len(ids) * 0.2)]]
+    with torch.no_grad():
+        before = original(input_ids=val).last_hidden_state.mean(dim=1)
+        after = pruned(input_ids=val).last_hidden_state.mean(dim=1)
+    cosine = float(torch.nn.functional.cosine_similarity(before, after, dim=1).mean())
+    assert cosine == pytest.approx(report["fidelity"]["cosine_similarity"], abs=1e-5)
