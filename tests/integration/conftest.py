@@ -145,6 +145,9 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "PRUNEKIT_S3_REGION": "us-east-1",
             "PRUNEKIT_API_KEYS": ",".join(f"{k}:{v}" for k, v in keys.items()),
             "PRUNEKIT_MAX_UPLOAD_BYTES": str(8 * 1024 * 1024),
+            # test_fifty_concurrent_submissions holds 50 jobs of one key at once (the default quota is 20;
+            # quotas themselves are tested in tests/service/test_quotas.py)
+            "PRUNEKIT_MAX_ACTIVE_JOBS_PER_KEY": "100",
             "PRUNEKIT_LEASE_SECONDS": "5",
             "PRUNEKIT_HEARTBEAT_SECONDS": "0.5",
             "PRUNEKIT_SWEEP_INTERVAL": "1",
