@@ -15,7 +15,10 @@ from worker.engine.pruning.targets import PruneTarget
 
 
 def _rows(t: PruneTarget) -> torch.Tensor:
+    """One row per output, its inputs along the row (Conv1D weights are stored [in, out]: transposed first)."""
     p = t.param.detach()
+    if t.inputs_first and p.dim() == 2:
+        return p.t()
     return p.reshape(p.shape[0], -1) if p.dim() >= 2 else p.reshape(1, -1)
 
 
@@ -36,7 +39,8 @@ def nm_mask(t: PruneTarget, n: int, m: int) -> torch.Tensor:
     groups = rows.abs().reshape(rows.shape[0], width // m, m)
     keep = torch.zeros(groups.shape, dtype=torch.bool, device=groups.device)
     keep.scatter_(-1, torch.topk(groups, n, dim=-1, sorted=False).indices, True)
-    return keep.view(t.param.shape)
+    rows_keep = keep.view(rows.shape)
+    return rows_keep.t().contiguous() if t.inputs_first and t.param.dim() == 2 else rows_keep.view(t.param.shape)
 
 
 @torch.no_grad()

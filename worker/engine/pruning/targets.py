@@ -34,6 +34,8 @@ class PruneTarget:
     kind: TargetKind  # from shape and name; works for ScriptModule and GraphModule
     sparsity: float  # final target for this parameter (global value or an override)
     overridden: bool = False  # sparsity came from cfg.overrides (global scopes leave such targets out of the pool)
+    # The weight is stored [in, out] (transformers' Conv1D in GPT-2): its inputs run along dim 0, not dim 1.
+    inputs_first: bool = False
 
 
 def classify(name: str, param: torch.Tensor) -> TargetKind:
@@ -119,6 +121,15 @@ def select_targets(
     return plan_targets(module, cfg, example_input).targets
 
 
+def _inputs_first(modules: dict[str, torch.nn.Module], owner: str, name: str) -> bool:
+    """True for the weight of a transformers Conv1D (GPT-2), which stores [in, out] instead of [out, in]."""
+    layer = modules.get(owner)
+    if layer is None or not name.endswith(".weight"):
+        return False
+    kind = getattr(layer, "original_name", type(layer).__name__)  # ScriptModules keep the eager class name
+    return kind == "Conv1D" and not isinstance(layer, torch.nn.Conv1d)
+
+
 def plan_targets(module: torch.nn.Module, cfg: MaskPruningSpec, example_input: SampleInput | None = None) -> TargetPlan:
     """Targets plus the classifier (from the graph of ``example_input``'s forward pass), ties and unprunable weights.
 
@@ -128,6 +139,7 @@ def plan_targets(module: torch.nn.Module, cfg: MaskPruningSpec, example_input: S
     kinds = {name: classify(name, p) for name, p in params}
     classifier, source = find_classifier(module, params, example_input)
     targets: list[PruneTarget] = []
+    modules = dict(module.named_modules())  # get_submodule is not supported on ScriptModules
     reasons: dict[str, str] = {}  # why a parameter is not a target, for override errors
     for name, p in params:
         names = [name, *tied.get(name, [])]
@@ -137,7 +149,9 @@ def plan_targets(module: torch.nn.Module, cfg: MaskPruningSpec, example_input: S
         included = any(_matches(n, cfg.include) for n in names)
         excluded = any(_matches(n, cfg.exclude) for n in names)
         if included and not excluded and not is_classifier and not kind_skipped and kind != "other":
-            targets.append(PruneTarget(name, module_name_of(name), p, kind, cfg.sparsity))
+            owner = module_name_of(name)
+            first = _inputs_first(modules, owner, name)
+            targets.append(PruneTarget(name, owner, p, kind, cfg.sparsity, inputs_first=first))
         else:
             reasons[name] = _exclusion_reason(kind, is_classifier, excluded, included) or "skipped"
 
