@@ -12,7 +12,7 @@ import itertools
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -689,6 +689,19 @@ def cancel(
             typer.echo(job.status)
 
 
+def _delete(remove: Callable[[str], object], item_id: str, json_out: bool) -> None:
+    """Delete a job or file by id; a conflict (still in use or running) exits with the invalid-input code."""
+    try:
+        remove(item_id)
+    except ConflictError as exc:
+        _fail(ExitCode.INVALID_INPUT, f"cannot delete {item_id}: {exc.detail or exc.code}", json_out)
+    _say(f"{item_id}: deleted")
+    if json_out:
+        _emit_json({"id": item_id, "deleted": True})
+    else:
+        typer.echo(item_id)
+
+
 def delete(
     job_id: Annotated[str, typer.Argument(help="Job id.")],
     server: ServerOpt = DEFAULT_SERVER,
@@ -698,15 +711,7 @@ def delete(
 ) -> None:
     """Delete a finished job with its artifact and report (cancel a queued or running one first)."""
     with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
-        try:
-            client.delete_job(job_id)
-        except ConflictError as exc:
-            _fail(ExitCode.INVALID_INPUT, f"cannot delete {job_id}: {exc.detail or exc.code}", json_out)
-        _say(f"{job_id}: deleted")
-        if json_out:
-            _emit_json({"id": job_id, "deleted": True})
-        else:
-            typer.echo(job_id)
+        _delete(client.delete_job, job_id, json_out)
 
 
 def download(
@@ -846,15 +851,7 @@ def delete_file(
 ) -> None:
     """Delete a file and free its bytes of your quota (not while a queued or running job uses it)."""
     with _errors(json_out, server), _client(server, api_key, http_timeout) as client:
-        try:
-            client.delete_file(file_id)
-        except ConflictError as exc:
-            _fail(ExitCode.INVALID_INPUT, f"cannot delete {file_id}: {exc.detail or exc.code}", json_out)
-        _say(f"{file_id}: deleted")
-        if json_out:
-            _emit_json({"id": file_id, "deleted": True})
-        else:
-            typer.echo(file_id)
+        _delete(client.delete_file, file_id, json_out)
 
 
 def register(app: typer.Typer) -> None:
