@@ -97,11 +97,17 @@ def build_bert(folder: Path, texts: Path, seq: int, steps: int) -> Path:
     return builders.archive(folder, folder.with_suffix(".tar.gz"))
 
 
-def _spec(ratios: dict[str, float], seq: int, repeats: int, threads: int, lr: float) -> JobSpec:
+def _spec(ratios: dict[str, float], seq: int, repeats: int, threads: int, lr: float, hidden: float) -> JobSpec:
+    distillation = {"hidden_states": hidden}  # the default KL on logits, plus block-output MSE when hidden > 0
     return JobSpec.model_validate(
         {
             "pruning": {"method": "transformer_structural", **ratios},
-            "finetune": {"epochs": 1, "batch_size": 16, "optimizer": {"lr": lr}},
+            "finetune": {
+                "epochs": 1,
+                "batch_size": 16,
+                "optimizer": {"lr": lr},
+                "regularizers": {"distillation": distillation},
+            },
             "data": {"seq_len": seq, "calibration_samples": 64},
             "evaluation": {"batch_size": 32, "latency": {"batch_size": 8, "repeats": repeats, "threads": threads}},
             "device": "cpu",
@@ -130,12 +136,14 @@ def _quality(metrics: Any, causal: bool) -> str:
     return f"{metrics.perplexity:.2f}" if causal else f"{metrics.accuracy:.3f}"
 
 
-def run_setting(name: str, archive: Path, data: Path, args: argparse.Namespace, auto: Any, tmp: Path) -> str:
+def run_setting(
+    name: str, archive: Path, data: Path, args: argparse.Namespace, auto: Any, tmp: Path, hidden: float
+) -> str:
     """One job; its report and an independent timing of the reloaded artifact, as a markdown table row."""
-    out = tmp / name.replace(" ", "_").replace("%", "")
+    out = tmp / (name.replace(" ", "_").replace("%", "") + f"-h{hidden:g}")
     started = time.perf_counter()
     lr = 1e-3 if auto is transformers.AutoModelForCausalLM else 1e-4  # as each was trained (BERT diverges at 1e-3)
-    spec = _spec(SETTINGS[name], args.seq, args.repeats, args.threads, lr)
+    spec = _spec(SETTINGS[name], args.seq, args.repeats, args.threads, lr, hidden)
     outputs = run_job(JobInputs(spec=spec, model_path=archive, data_path=data), out, isolate=False)
     seconds = time.perf_counter() - started
     report = Report.model_validate_json(outputs.report_path.read_text())
@@ -147,8 +155,9 @@ def run_setting(name: str, archive: Path, data: Path, args: argparse.Namespace, 
     macs = report.size_before.flops_dense / max(report.size_after.flops_dense, 1)
     tokens = report.latency_after.tokens_per_s if report.latency_after else None
     tokens_before = report.latency_before.tokens_per_s if report.latency_before else None
+    label = f"{name} + hidden MSE {hidden:g}" if hidden else name
     return (
-        f"| {name} | {section.params_before / 1e6:.2f}M → {section.params_after / 1e6:.2f}M | "
+        f"| {label} | {section.params_before / 1e6:.2f}M → {section.params_after / 1e6:.2f}M | "
         f"{_quality(report.before.val, causal)} | {_quality(section.after_pruning, causal)} | "
         f"{_quality(report.after.val, causal)} | {macs:.2f}x | **{report.speedup:.2f}x** | "
         f"{before_ms:.1f} → {after_ms:.1f} ms, **{ratio:.2f}x** | {tokens_before:.0f} → {tokens:.0f} | "
@@ -163,6 +172,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--models", nargs="+", default=["gpt2", "bert"], choices=["gpt2", "bert"])
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--hidden-states", nargs="+", type=float, default=[0.0], help="distillation.hidden_states weights to run"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()
@@ -184,8 +197,10 @@ def main() -> None:
             title, build, data, auto, quality = models[key]
             archive = build(tmp / key, data, args.seq, args.steps)
             print(f"\n### {title}\n\n" + header.format(q=quality), flush=True)
-            for name in SETTINGS:
-                print(run_setting(name, archive, data, args, auto, tmp / title.split()[0]), flush=True)
+            for name in args.settings:
+                for hidden in args.hidden_states:
+                    row = run_setting(name, archive, data, args, auto, tmp / title.split()[0], hidden)
+                    print(row, flush=True)
 
 
 if __name__ == "__main__":

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import select
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,6 +17,7 @@ from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy import Enum as SQLEnum
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -100,6 +103,7 @@ def _refuse_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None
     pg_terminate_backend). Anything else unasked (a NOTIFY, a reloaded setting) only costs a reconnect. Raising
     DisconnectionError makes the pool discard it and check out (or open) another.
     """
+    dbapi_conn = getattr(dbapi_conn, "driver_connection", dbapi_conn)  # the psycopg connection under an async adapter
     fileno = getattr(dbapi_conn, "fileno", None)
     if getattr(dbapi_conn, "closed", False):
         raise DisconnectionError("the database connection is closed")
@@ -111,6 +115,35 @@ def _refuse_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None
         raise DisconnectionError("the database server closed this connection")
 
 
+class LoopEngines:
+    """Autocommit AsyncEngines for PostgreSQL reads, one per event loop that opened one.
+
+    An asyncio connection belongs to the loop that opened it; tests run one app in several loops (TestClients).
+    """
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, AsyncEngine] = weakref.WeakKeyDictionary()
+
+    def open(self) -> None:
+        """Create this loop's engine (connections open on first use); a no-op for SQLite."""
+        loop = asyncio.get_running_loop()
+        if self.url.startswith("postgresql") and loop not in self._engines:
+            # Only hot polls use it, so a small pool; the sync engine keeps serving everything else.
+            engine = create_async_engine(self.url, pool_size=8, max_overflow=0, isolation_level="AUTOCOMMIT")
+            event.listen(engine.sync_engine, "checkout", _refuse_closed_by_server)
+            self._engines[loop] = engine
+
+    def get(self) -> AsyncEngine | None:
+        """This loop's engine, or None (SQLite, or a loop that did not open one): use the sync engine then."""
+        return self._engines.get(asyncio.get_running_loop())
+
+    async def close(self) -> None:
+        engine = self._engines.pop(asyncio.get_running_loop(), None)
+        if engine is not None:
+            await engine.dispose()
+
+
 class Database:
     """An engine plus its session factory; one per process (create it after a fork)."""
 
@@ -118,6 +151,7 @@ class Database:
         self.url = url
         self.engine = make_engine(url)
         self.sessionmaker = sessionmaker(self.engine, expire_on_commit=False)
+        self.async_engines = LoopEngines(url)
 
     @contextmanager
     def session(self) -> Iterator[Session]:

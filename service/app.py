@@ -161,7 +161,9 @@ def create_app(settings: Settings) -> FastAPI:
             await to_thread.run_sync(run_migrations, settings.database_url)
         await to_thread.run_sync(clean_upload_parts, settings)
         await to_thread.run_sync(remove_stale_uploads, state.db, state.storage, settings.upload_part_stale_after)
+        state.db.async_engines.open()  # GET /v1/jobs/{id} reads on the loop (PostgreSQL only)
         yield
+        await state.db.async_engines.close()
         state.broker.close()
         state.db.dispose()
 

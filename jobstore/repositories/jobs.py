@@ -12,7 +12,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ColumnElement, and_, bindparam, case, delete, exists, func, literal, or_, select, update
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Row
+from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import Session
 
 from jobstore.db import affected_rows
@@ -47,7 +48,15 @@ def read_job(conn: Connection, job_id: str, owner: str) -> JobRecord | None:
 
     The ORM load (identity map, a second query for the metadata) cost about three times as much CPU.
     """
-    rows = conn.execute(_READ_JOB, {"id": job_id, "owner": owner}).all()
+    return _job_of_rows(job_id, conn.execute(_READ_JOB, {"id": job_id, "owner": owner}).all())
+
+
+async def read_job_async(conn: AsyncConnection, job_id: str, owner: str) -> JobRecord | None:
+    """read_job on the event loop (PostgreSQL, psycopg's async mode): the same statement and the same record."""
+    return _job_of_rows(job_id, (await conn.execute(_READ_JOB, {"id": job_id, "owner": owner})).all())
+
+
+def _job_of_rows(job_id: str, rows: Sequence[Row[Any]]) -> JobRecord | None:
     if not rows:
         return None
     columns = {c.key: rows[0]._mapping[c] for c in _JOBS.c}

@@ -40,6 +40,8 @@ from prunekit.reporting.common import (
     times,
     trials,
 )
+from prunekit.reporting.stages import stage_table
+from prunekit.reporting.transformer import transformer_section
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -511,6 +513,30 @@ def _runtimes_html(report: Mapping[str, Any]) -> str:
     return "<h3>Latency by runtime</h3>" + _table(header, rows, num_cols=(1, 2, 3))
 
 
+def _stages_html(report: Mapping[str, Any]) -> str:
+    """Dense, pruned, fine-tuned (and quantized) side by side ('' for reports without stages)."""
+    table = stage_table(report)
+    if table is None:
+        return ""
+    rows = [[_e(c) for c in row] for row in table.rows]
+    classes = ["delivered" if i == table.delivered else "" for i in range(len(rows))]
+    return '<h3 id="stages">Stages</h3>' + _table(table.header, rows, num_cols=(1, 2, 3, 4, 5), row_classes=classes)
+
+
+def _transformer_html(report: Mapping[str, Any]) -> str:
+    """Widths before and after transformer_structural pruning, and how it chose and recovered ('' otherwise)."""
+    section = transformer_section(report)
+    if section is None:
+        return ""
+    rows = [[_e(c) for c in row] for row in section.rows]
+    facts = [[_e(k), _e(v)] for k, v in section.facts]
+    return (
+        '<section id="transformer"><h2>Transformer structural pruning</h2>'
+        f"{_table(['Config field', 'Before', 'After', 'Change'], rows, num_cols=(1, 2, 3))}"
+        f"{_table(['', ''], facts)}</section>"
+    )
+
+
 def _trials_html(report: Mapping[str, Any]) -> str:
     trial_list = trials(report)
     if not trial_list:
@@ -580,7 +606,7 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
         parts.append(f'<section id="headline"><h2>Headline</h2>{_cards(report)}')
         rows = [[_e(r.label), _e(r.before), _e(r.after), _e(r.change)] for r in headline_rows(report)]
         parts.append(_table(["Metric", "Before", "After", "Change"], rows, num_cols=(1, 2, 3)))
-        parts.append(_runtimes_html(report) + "</section>")
+        parts.append(_runtimes_html(report) + _stages_html(report) + "</section>")
         parts.append(f'<section id="gates"><h2>Gates</h2>{_gates_html(report)}</section>')
         parts.append(f'<section id="plots"><h2>Plots</h2>{_plots(report)}</section>')
     from prunekit.reporting.sweep_bands import sweep_html  # late: that module uses this one's plot helpers
@@ -600,6 +626,7 @@ def render_report_html(report: Mapping[str, Any], job_id: str | None = None) -> 
     structural = report.get("structural")
     if isinstance(structural, Mapping) and structural:
         parts.append(f'<section id="structural"><h2>Structural pruning</h2>{_kv_table(structural)}</section>')
+    parts.append(_transformer_html(report))
     parts.append(
         f'<section id="spec"><h2>Spec as run</h2><pre><code>{_e(_yaml(report.get("spec") or {}))}</code></pre>'
     )

@@ -23,6 +23,8 @@ from prunekit.reporting.common import (
     runtime_rows,
     trials,
 )
+from prunekit.reporting.stages import stage_table
+from prunekit.reporting.transformer import transformer_section
 
 PASS, FAIL, UNSURE = "✅", "❌", "❔"
 _MARK = {"passed": PASS, "failed": FAIL, "inconclusive": UNSURE}
@@ -67,6 +69,8 @@ def render_markdown(report: Mapping[str, Any], job_id: str | None = None) -> str
     lines += _table(["Metric", "Before", "After", "Change"], rows, ["---", "--:", "--:", "--:"])
     lines.append("")
     lines += _runtimes(report)
+    lines += _stages(report)
+    lines += _transformer(report)
 
     gate_list = gates(report)
     lines.append("### Gates")
@@ -129,6 +133,26 @@ def _runtimes(report: Mapping[str, Any]) -> list[str]:
     table = [[r.runtime, r.before, r.after, r.speedup, r.possible, r.why] for r in rows]
     header = ["Runtime", "Latency before", "Latency after", "Speedup", "Speedup possible?", "Why"]
     return ["### Latency by runtime", "", *_table(header, table, ["---", "--:", "--:", "--:", "---", "---"]), ""]
+
+
+def _stages(report: Mapping[str, Any]) -> list[str]:
+    """Dense, pruned, fine-tuned (and quantized) side by side (nothing for reports without stages)."""
+    table = stage_table(report)
+    if table is None:
+        return []
+    align = ["---", "--:", "--:", "--:", "--:", "--:", "---", "---"]
+    return ["### Stages", "", *_table(table.header, table.rows, align), ""]
+
+
+def _transformer(report: Mapping[str, Any]) -> list[str]:
+    """Widths before and after transformer_structural pruning (nothing for other methods)."""
+    section = transformer_section(report)
+    if section is None:
+        return []
+    lines = ["### Transformer structural pruning", ""]
+    lines += _table(["Config field", "Before", "After", "Change"], section.rows, ["---", "--:", "--:", "--:"])
+    lines += ["", *[f"- **{k}:** {v}" for k, v in section.facts], ""]
+    return lines
 
 
 def render_failure_markdown(job: Mapping[str, Any]) -> str:

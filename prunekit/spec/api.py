@@ -54,6 +54,7 @@ class Stage(StrEnum):
     FINETUNE = "finetune"
     SAVE = "save"
     EVALUATE = "evaluate"
+    QUANTIZE = "quantize"
     REPORT = "report"
     TRIALS = "trials"
 

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from prunekit.spec.pruning import LatencyRuntime, MagnitudePruning, PruningSpec, Sparsity
+from prunekit.spec.quantization import QuantizationSpec
 from prunekit.spec.training import FinetuneSpec, RegularizersSpec
 
 SPEC_VERSION: Literal[1] = 1
@@ -266,6 +267,9 @@ class JobSpec(_Strict):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     gates: GatesSpec = Field(default_factory=GatesSpec)
     output: OutputSpec = Field(default_factory=OutputSpec)
+    quantization: QuantizationSpec | None = Field(
+        None, description="Compress jobs: quantize after pruning and fine-tuning; the quantized artifact is delivered."
+    )
     sweep: SweepSpec | None = None
     sensitivity: SensitivitySpec | None = None
     search: SearchSpec | None = None
@@ -294,6 +298,26 @@ class JobSpec(_Strict):
             raise ValueError(
                 f"{self.pruning.method} prunes once on calibration data before fine-tuning: "
                 "finetune.regularize_epochs must be 0"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _quantization_fits(self) -> JobSpec:
+        q = self.quantization
+        if q is None:
+            return self
+        if self.kind not in ("compress", "dry_run"):
+            raise ValueError(f"quantization is a stage of compress jobs, not of kind '{self.kind}'")
+        if self.output.format == "sparse_state_dict":
+            raise ValueError(
+                "output.format 'sparse_state_dict' cannot be quantized: it stores the float weights that survive "
+                "pruning; use another output.format with quantization"
+            )
+        timed = self.gates.max_latency_ms is not None or self.gates.min_speedup is not None
+        if timed and self.gates.runtime != q.runtime:
+            raise ValueError(
+                f"quantization.method '{q.method}' delivers a model that runs on {q.runtime}: latency and speedup "
+                f"gates must set gates.runtime '{q.runtime}' (the gates hold what is delivered)"
             )
         return self
 

@@ -355,6 +355,37 @@ class TransformerStructuralReport(BaseModel):
     notes: list[str] = Field(default_factory=list)
 
 
+StageName = Literal["dense", "pruned", "fine_tuned", "quantized"]
+
+
+class StageRecord(BaseModel):
+    """One stage of a compress job (dense -> pruned -> fine-tuned -> quantized), measured where it can be."""
+
+    name: StageName
+    val: SplitMetrics | None = Field(None, description="Validation metrics; null when not measured.")
+    train: SplitMetrics | None = Field(None, description="Training metrics (not measured for 'pruned').")
+    artifact: str | None = Field(None, description="The stage's file in the output folder, where one exists.")
+    artifact_bytes: int | None = None
+    params_total: int | None = None
+    params_nonzero: int | None = None
+    latency_ms: float | None = Field(None, description="Median latency per call, timed against the dense model.")
+    runtime: str | None = Field(None, description="Where latency_ms was timed, e.g. 'torchscript', 'onnxruntime'.")
+    delivered: bool = Field(False, description="This stage's artifact is the one delivered (and gated).")
+    note: str = Field("", description="What the stage's numbers are, or why some are missing.")
+
+
+class QuantizationReport(BaseModel):
+    """What the quantization stage delivered and how to load it without prunekit."""
+
+    method: str
+    runtime: Literal["pytorch", "onnxruntime"] = Field(description="Where the delivered artifact runs.")
+    artifact: str = Field(description="The delivered (quantized) file; also report.artifact_name.")
+    unquantized_artifact: str | None = Field(None, description="The fine-tuned float artifact, when kept.")
+    calibration_rows: int | None = Field(None, description="int8_static_onnx: training rows calibrated on.")
+    load: str = Field(description="How to load the artifact with plain torch or onnxruntime.")
+    seconds: float = Field(description="Wall time of quantizing and writing the artifact.")
+
+
 class DryRunProblemCode(StrEnum):
     """What a dry run found that would make the full job fail (or do nothing useful)."""
 
@@ -511,6 +542,12 @@ class Report(BaseModel):
         None, description="Set by transformer_structural pruning only."
     )
     dry_run: DryRunReport | None = Field(None, description="Set by kind dry_run only.")
+    stages: list[StageRecord] = Field(
+        default_factory=list,
+        description="Compress jobs: dense, pruned, fine_tuned (and quantized) side by side; before/after and the "
+        "gates are the dense and the delivered stage.",
+    )
+    quantization: QuantizationReport | None = Field(None, description="Set when the spec asks for quantization.")
     stage_seconds: dict[str, float] = Field(default_factory=dict)
     environment: Environment
     isolation: Isolation | None = None

@@ -30,6 +30,14 @@ class DistillationSpec(_Strict):
 
     alpha: float = Field(0.5, ge=0, le=1, description="Weight of the distillation loss; 1 - alpha on the labels.")
     temperature: float = Field(4.0, gt=0, le=100)
+    hidden_states: float = Field(
+        0.0,
+        ge=0,
+        le=100,
+        description="transformer_structural recovery: weight of an added MSE between each kept block's output and "
+        "the same block of the original, on the hidden dimensions kept, divided by the original's mean square "
+        "(as in Minitron); 0 is off.",
+    )
 
 
 class RegularizersSpec(_Strict):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Annotated, TypeVar
 
+from anyio import to_thread
 from fastapi import Cookie, Depends, Header, Request
 from sqlalchemy.orm import Session
 
@@ -80,6 +81,18 @@ def read_owned_job(state: AppState, job_id: str, key: Principal, view: Callable[
     """owned_job for hot read-only polls: one autocommit query (no BEGIN/ROLLBACK), then `view` of the job."""
     with state.db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
         job = jobs_repo.read_job(conn, job_id, key.name)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return view(job)
+
+
+async def read_owned_job_async(state: AppState, job_id: str, key: Principal, view: Callable[[JobRecord], T]) -> T:
+    """read_owned_job without a thread hop: on the loop's async engine (PostgreSQL), else in a worker thread."""
+    engine = state.db.async_engines.get()
+    if engine is None:  # SQLite, or an app whose lifespan did not run in this loop
+        return await to_thread.run_sync(read_owned_job, state, job_id, key, view)
+    async with engine.connect() as conn:
+        job = await jobs_repo.read_job_async(conn, job_id, key.name)
     if job is None:
         raise NotFound(f"no job {job_id}")
     return view(job)

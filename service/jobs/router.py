@@ -20,7 +20,7 @@ from jobstore.views import event_view, job_view
 from prunekit.spec import JobSpec, SpecError
 from prunekit.spec.api import EventList, Job, JobList, JobStatus, WebhookEventType
 from prunekit.spec.loading import MAX_NESTING, check_nesting
-from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep, read_owned_job
+from service.core.deps import BrowserOwnedJob, CurrentKey, OwnedJob, SessionDep, StateDep, read_owned_job_async
 from service.core.errors import (
     NotImplementedProblem,
     NotReady,
@@ -279,10 +279,12 @@ def list_jobs(
 
 
 @router.get("/{job_id}", response_model=Job, responses=problem_responses(404))
-async def get_job(job_id: str, state: StateDep, key: CurrentKey) -> Job:
+async def get_job(job_id: str, state: StateDep, key: CurrentKey) -> Response:
     """A job's status, progress, error and links."""
-    # CI fleets and the jobs page poll this: session, query and view in one thread hop (docs/benchmarks.md).
-    return await to_thread.run_sync(read_owned_job, state, job_id, key, job_view)
+    # CI fleets and the jobs page poll this (docs/benchmarks.md): one query on the loop, and the Job built here
+    # is serialized once; response_model=Job only documents it (FastAPI would validate and encode it again).
+    job = await read_owned_job_async(state, job_id, key, job_view)
+    return Response(content=job.model_dump_json(), media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))

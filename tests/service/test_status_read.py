@@ -7,7 +7,8 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import event, text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import AdaptedConnection, Connection
 
 from jobstore.db import Database
 from jobstore.repositories import jobs as jobs_repo
@@ -19,14 +20,16 @@ from tests.service.support import PG_ADMIN, wait_for
 
 @pytest.fixture()
 def statements(state: AppState) -> Iterator[list[str]]:
+    """Statements of every engine; on PostgreSQL the status read must come from the loop's async engine."""
     seen: list[str] = []
 
-    def record(_conn: object, _cursor: object, statement: str, *_: object) -> None:
-        seen.append(statement)
+    def record(conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        on_loop = isinstance(conn.connection.dbapi_connection, AdaptedConnection)
+        seen.append(f"{'async' if on_loop else 'sync'}: {statement}")
 
-    event.listen(state.db.engine, "before_cursor_execute", record)
+    event.listen(Engine, "before_cursor_execute", record)
     yield seen
-    event.remove(state.db.engine, "before_cursor_execute", record)
+    event.remove(Engine, "before_cursor_execute", record)
 
 
 def _orm_view(state: AppState, job_id: str, owner: str) -> object:
@@ -43,6 +46,7 @@ def test_status_body_is_the_orm_view_in_one_query(client: TestClient, state: App
     r = client.get(f"/v1/jobs/{job['id']}")
     assert r.status_code == 200, r.text
     assert statements and len(statements) == 1, statements  # job + metadata together, no BEGIN of its own
+    assert statements[0].startswith("async" if state.db.url.startswith("postgresql") else "sync"), statements
     body = r.json()
     assert body == _orm_view(state, job["id"], "alice")
     assert body["status"] == "succeeded" and body["artifact"]["size"] == len(b"pruned")

@@ -8,14 +8,14 @@ import torch
 
 from prunekit.spec import JobSpec, ModelSpec
 from prunekit.spec.job import InputSpec
-from prunekit.spec.report import Report
+from prunekit.spec.report import QuantizationReport, Report
 from worker.engine.data import Dataset, load_dataset
 from worker.engine.environment import resolve_device
 from worker.engine.errors import InvalidDataError, InvalidSpecError
 from worker.engine.evaluation.sparsity import sparsity_stats
 from worker.engine.inputs import check_sample, first_forward, program_sample, random_sample
 from worker.engine.job_state import JobState
-from worker.engine.measure import measure, time_both
+from worker.engine.measure import Measurement, measure, time_both
 from worker.engine.models.calling import ModelInputs, inputs_to, main_output
 from worker.engine.models.handle import LoadedModel
 from worker.engine.models.huggingface import default_input_specs
@@ -23,8 +23,12 @@ from worker.engine.models.loading import load_model, load_state_dict_file, load_
 from worker.engine.models.saving import save_model
 from worker.engine.models.sparse import FORMAT as SPARSE_FORMAT
 from worker.engine.progress import StageProgress
+from worker.engine.quantization import Quantized, QuantizeRequest, quantize
+from worker.engine.quantization.checks import check_quantizable
+from worker.engine.quantization.measure import measure_quantized
 from worker.engine.report import assemble_report
-from worker.engine.strategies import strategy_for
+from worker.engine.stages import StageInputs, stage_records
+from worker.engine.strategies import PruneOutcome, strategy_for
 from worker.engine.tasks import EvalTask, check_outputs_fit, task_of, text_context
 
 
@@ -92,10 +96,12 @@ def run_compress(
     with state.stage("load"):
         model = _load_inputs(state, data_path)
         out_fmt = strategy.output_format(model, spec.output.format)
+        if spec.quantization is not None:
+            check_quantizable(state, model, out_fmt, spec.quantization)
     with state.stage("baseline"):
         original = model.clone()  # kept unpruned: timed side by side with the artifact at the end
-        if state.task == EvalTask.CAUSAL_LM:
-            state.teacher = original.module  # distillation runs it batch by batch (its logits are too big to keep)
+        # Distillation runs it batch by batch where its outputs are too big to keep (causal-LM logits, block outputs).
+        state.teacher = original.module
         before = measure(state, model, model_path)
     outcome = strategy.prune(state, model, before)
     extra: dict[str, object] = {}
@@ -111,12 +117,62 @@ def run_compress(
         sparsity = sparsity_stats(reloaded.module, set(outcome.target_names), strategy.target_sparsity)
         if spec.output.also_onnx:
             extra["onnx"] = _onnx(state, reloaded, out_dir)
+    stages = StageInputs(before, outcome.pruned, outcome.pruned_note, after, artifact, len(outcome.result.history))
+    delivered, delivered_path, quantized = after, artifact, None
+    if spec.quantization is not None:
+        with state.stage("quantize", spec.quantization.method):
+            quantized, delivered = _quantize(state, model, out_fmt, original, before, after)
+        delivered_path = stages.quantized_artifact = quantized.path
+        stages.quantized = delivered
     with state.stage("report"):
-        report = assemble_report(state, model, out_fmt, artifact, before, after, sparsity, outcome.result)
+        report = assemble_report(state, model, out_fmt, delivered_path, before, delivered, sparsity, outcome.result)
         strategy.fill_report(report)
         report.extra.update(extra)
+        _fill_stages(report, stages, outcome)
+        if quantized is not None:
+            _fill_quantization(report, quantized, artifact, state)
         (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
     return report
+
+
+def _quantize(
+    state: JobState, model: LoadedModel, out_fmt: str, original: LoadedModel, before: Measurement, after: Measurement
+) -> tuple[Quantized, Measurement]:
+    """Quantize the fine-tuned model and measure its artifact as reloaded: that is what is delivered and gated."""
+    assert state.spec.quantization is not None
+    quantized = quantize(QuantizeRequest(state, model, out_fmt, state.spec.quantization))
+    state.notes.extend(quantized.notes)
+    return quantized, measure_quantized(state, original, quantized, before, after)
+
+
+def _fill_stages(report: Report, stages: StageInputs, outcome: PruneOutcome) -> None:
+    """dense -> pruned -> fine_tuned (-> quantized); transformer_structural measured its pruned stage itself."""
+    section = report.transformer_structural
+    if stages.pruned is None and section is not None and section.after_pruning is not None:
+        stages.pruned = section.after_pruning
+    report.stages = stage_records(stages)
+
+
+def _fill_quantization(report: Report, quantized: Quantized, float_artifact: Path, state: JobState) -> None:
+    """Which file is delivered, how to load it; the float artifact is removed unless kept."""
+    qspec = state.spec.quantization
+    assert qspec is not None
+    kept: str | None = float_artifact.name
+    if not qspec.keep_unquantized:
+        float_artifact.unlink(missing_ok=True)
+        float_artifact.with_suffix(".json").unlink(missing_ok=True)  # a state-dict's metadata file
+        kept = None
+    report.output_format = "onnx" if qspec.runtime == "onnxruntime" else quantized.model.format
+    report.quantization = QuantizationReport(
+        method=qspec.method,
+        runtime=qspec.runtime,
+        artifact=quantized.path.name,
+        unquantized_artifact=kept,
+        calibration_rows=quantized.calibration_rows,
+        load=quantized.load,
+        seconds=state.stage_seconds.get("quantize", 0.0),
+    )
+    report.notes.append(f"delivered: {quantized.path.name} ({qspec.method}); the gates hold its numbers")
 
 
 def _onnx(state: JobState, model: LoadedModel, out_dir: Path) -> dict[str, object]:

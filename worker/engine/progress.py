@@ -14,6 +14,7 @@ STAGE_WEIGHTS: dict[str, float] = {
     "finetune": 55,
     "save": 5,
     "evaluate": 10,
+    "quantize": 5,
     "report": 5,
 }
 

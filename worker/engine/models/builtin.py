@@ -11,7 +11,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-__all__ = ["ARCHITECTURES", "DigitsCNN", "TinyResNet", "TokenClassifier"]
+__all__ = ["ARCHITECTURES", "DigitsCNN", "DigitsMLP", "TinyResNet", "TokenClassifier"]
 
 
 class DigitsCNN(nn.Module):
@@ -88,6 +88,23 @@ class TinyResNet(nn.Module):
         return self.fc(torch.flatten(self.pool(x), 1))
 
 
+class DigitsMLP(nn.Module):
+    """A Linear-only classifier for 1x8x8 inputs: Flatten, then `depth` hidden Linear+ReLU layers."""
+
+    def __init__(self, num_classes: int = 10, width: int = 256, depth: int = 2) -> None:
+        super().__init__()
+        if min(num_classes, width, depth) < 1:
+            raise ValueError("num_classes, width and depth must be positive")
+        layers: list[nn.Module] = [nn.Flatten()]
+        for i in range(depth):
+            layers += [nn.Linear(64 if i == 0 else width, width), nn.ReLU()]
+        self.body = nn.Sequential(*layers)
+        self.classifier = nn.Linear(width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.body(x))
+
+
 class _RecurrentEncoder(nn.Module):
     """An LSTM or GRU over the token embeddings; returns every position's output."""
 
@@ -144,6 +161,7 @@ def _token_classifier(encoder: str) -> Callable[..., nn.Module]:
 
 ARCHITECTURES: dict[str, Callable[..., nn.Module]] = {
     "digits_cnn": DigitsCNN,
+    "digits_mlp": DigitsMLP,
     "tiny_resnet": TinyResNet,
     "embedding_lstm": _token_classifier("lstm"),
     "embedding_gru": _token_classifier("gru"),

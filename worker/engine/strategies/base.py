@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prunekit.spec.report import EpochRecord, Report
+from prunekit.spec.report import EpochRecord, Report, SplitMetrics
 from worker.engine.errors import InvalidSpecError
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
@@ -20,6 +20,8 @@ class PruneOutcome:
 
     result: FinetuneResult = field(default_factory=FinetuneResult)
     target_names: list[str] = field(default_factory=list)  # parameters the sparsity stats count as targets
+    pruned: SplitMetrics | None = None  # validation metrics at the final sparsity/widths, before recovery
+    pruned_note: str = ""  # what `pruned` is where it is not simply that
 
 
 class PruningStrategy(ABC):

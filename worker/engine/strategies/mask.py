@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from prunekit.spec import FinetuneSpec, MaskPruningSpec, PruningSpec
-from prunekit.spec.report import Report, SkippedLayer
+from prunekit.spec.report import Report, SkippedLayer, SplitMetrics
 from worker.engine.errors import InvalidSpecError
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
 from worker.engine.models.calling import ModelInputs, batch_of, inputs_to
 from worker.engine.models.handle import LoadedModel
+from worker.engine.pruned_stage import oneshot_val
 from worker.engine.pruning import PruneTarget, TargetPlan, plan_targets
 from worker.engine.pruning.fit import skipped_note, split_unfit
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, report_epoch
@@ -39,6 +40,7 @@ class MaskStrategy(PruningStrategy):
         self.cfg = cfg
         self.plan: TargetPlan | None = None  # set by prune, read by fill_report
         self.skipped: list[SkippedLayer] = []  # targets left dense: they cannot hold the N:M pattern
+        self.pruned_val: SplitMetrics | None = None  # the 'pruned' stage: final masks before fine-tuning
 
     @classmethod
     def for_spec(cls, cfg: PruningSpec) -> MaskStrategy:
@@ -94,7 +96,10 @@ class MaskStrategy(PruningStrategy):
                 masks.start()
                 masks.finish()
             return PruneOutcome(FinetuneResult(), names)
-        return PruneOutcome(self._finetune(state, model, teacher, targets), names)
+        result = self._finetune(state, model, teacher, targets)
+        gradual = "one-shot masks at the final sparsity (fine-tuning pruned gradually)"
+        note = gradual if self.cfg.schedule.kind == "gradual" else ""
+        return PruneOutcome(result, names, pruned=self.pruned_val, pruned_note=note)
 
     def _finetune(
         self, state: JobState, model: LoadedModel, teacher: Measurement, targets: list[PruneTarget]
@@ -124,6 +129,7 @@ class MaskStrategy(PruningStrategy):
                 first = regularize_phase(inp, ft, lambda r, _: report_epoch(state, r, r.epoch / total))
                 state.notes.append(f"regularize-then-prune: {ft.regularize_epochs} regularized epochs before pruning")
             done = ft.regularize_epochs
+            self.pruned_val = oneshot_val(state, model, targets, self.cfg)  # one validation pass, weights restored
             result = prune_and_recover(
                 inp, recovery_spec(ft), lambda r, _: report_epoch(state, r, (done + r.epoch) / total)
             )

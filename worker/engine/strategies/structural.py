@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -10,7 +11,7 @@ from safetensors.torch import save_file
 
 from prunekit.spec import FinetuneSpec, PruningSpec, StructuralPruning
 from prunekit.spec.job import LatencySpec
-from prunekit.spec.report import GateResult, Report, StructuralReport
+from prunekit.spec.report import GateResult, Report, SplitMetrics, StructuralReport
 from worker.engine.data import Dataset
 from worker.engine.errors import InvalidSpecError, UnsupportedError
 from worker.engine.evaluation.latency import SpeedupFn, interleaved_speedup
@@ -19,6 +20,7 @@ from worker.engine.measure import Measurement
 from worker.engine.models.architectures import build_architecture
 from worker.engine.models.handle import LoadedModel
 from worker.engine.models.outputs import output_tensors
+from worker.engine.pruned_stage import val_split
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, default_output_format, report_epoch
 from worker.engine.structural import GradientFn, Widths, prune_structurally, rebuild_from_widths
 from worker.engine.training.finetune import EpochCallback, FinetuneResult, TrainContext, finetune
@@ -41,6 +43,7 @@ class StructuralStrategy(PruningStrategy):
         self.section: StructuralReport | None = None  # set by prune, completed by write_sidecars
         self.notes: list[str] = []  # the job's notes (write_sidecars adds to them)
         self.sample: torch.Tensor | None = None
+        self.pruned_val: SplitMetrics | None = None  # the 'pruned' stage: channels removed, before fine-tuning
 
     @classmethod
     def for_spec(cls, cfg: PruningSpec) -> StructuralStrategy:
@@ -77,7 +80,7 @@ class StructuralStrategy(PruningStrategy):
         assert state.sample is not None
         with state.stage("prune", "removing channels"):
             result, self.section = remove_and_recover(
-                model, self.cfg, state, teacher, lambda r, f: report_epoch(state, r, f)
+                model, self.cfg, state, teacher, lambda r, f: report_epoch(state, r, f), self._record_pruned
             )
         self.notes, self.sample = state.notes, state.sample
         state.notes.append(
@@ -86,7 +89,11 @@ class StructuralStrategy(PruningStrategy):
         )
         if removed_nothing(self.section):
             state.notes.append(NOTHING_REMOVED)
-        return PruneOutcome(result, [])  # no parameter is a mask target: sparsity stats count none
+        # no parameter is a mask target: sparsity stats count none
+        return PruneOutcome(result, [], pruned=self.pruned_val)
+
+    def _record_pruned(self, state: JobState, model: LoadedModel) -> None:
+        self.pruned_val = val_split(state, model)
 
     def write_sidecars(self, model: LoadedModel, out_dir: Path) -> None:
         """The state-dict and widths that rebuild the registered architecture (if the model has one)."""
@@ -160,6 +167,7 @@ def remove_and_recover(
     state: JobState,
     teacher: Measurement,
     on_epoch: EpochCallback,
+    on_pruned: Callable[[JobState, LoadedModel], None] | None = None,
 ) -> tuple[FinetuneResult, StructuralReport]:
     """Replace model.module by its structurally pruned copy, then fine-tune it (without data: no epochs)."""
     assert state.sample is not None
@@ -177,6 +185,8 @@ def remove_and_recover(
     section = StructuralReport.model_validate(pruned.to_dict())
     if data is None or ft.epochs == 0:
         return FinetuneResult(), section
+    if on_pruned is not None:
+        on_pruned(state, model)  # the 'pruned' stage, before fine-tuning recovers it
     return _recover(model, data, state, teacher, ft, on_epoch), section
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -25,10 +26,12 @@ from worker.engine.models.handle import LoadedModel
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, default_output_format, report_epoch
 from worker.engine.tasks import EvalTask
 from worker.engine.training.finetune import FinetuneResult, TrainContext, finetune
+from worker.engine.training.hidden_match import HiddenMatch
 from worker.engine.training.masking import NoMasks
 from worker.engine.training.regularizers import RegularizedLoss
 from worker.engine.transformer_structural import (
     Scores,
+    Selection,
     activation_scores,
     apply_selection,
     choose_widths,
@@ -110,7 +113,7 @@ class TransformerStructuralStrategy(PruningStrategy):
             seconds=round(seconds, 4),
             notes=[*notes, *self._notes(before, choice.reached)],
         )
-        result, section.recovery = _recover(state, model, teacher)
+        result, section.recovery = _recover(state, model, teacher, _hidden_match(state, model, selection))
         state.notes.append(_summary(section))
         self.section = section
         return PruneOutcome(result, [])  # nothing is masked: the sparsity stats count no target
@@ -202,7 +205,19 @@ def _recovery_spec(ft: FinetuneSpec) -> FinetuneSpec:
     return ft.model_copy(update={"regularizers": regs})
 
 
-def _recover(state: JobState, model: LoadedModel, teacher: Measurement) -> tuple[FinetuneResult, str | None]:
+def _hidden_match(state: JobState, model: LoadedModel, selection: Selection) -> HiddenMatch | None:
+    """Block-output matching for recovery when the spec weights it (distillation.hidden_states > 0)."""
+    d = state.spec.finetune.regularizers.distillation
+    if d is None or d.hidden_states == 0 or state.teacher is None or state.data is None:
+        return None
+    family = family_of(model.module.config)
+    student, original = list(family.blocks(model.module)), list(family.blocks(state.teacher))
+    return HiddenMatch(student, original, selection.kept_layers, selection.hidden, d.hidden_states)
+
+
+def _recover(
+    state: JobState, model: LoadedModel, teacher: Measurement, hidden: HiddenMatch | None
+) -> tuple[FinetuneResult, str | None]:
     """Distil the smaller model from the original (the shared fine-tuning loop, nothing masked)."""
     data, ft = state.data, _recovery_spec(state.spec.finetune)
     if data is None or ft.epochs == 0:
@@ -221,9 +236,10 @@ def _recover(state: JobState, model: LoadedModel, teacher: Measurement) -> tuple
         seed=state.spec.seed,
         eval_batch_size=state.spec.evaluation.batch_size,
         fixed_batch=model.fixed_batch_size,
-        teacher_module=state.teacher if needs else None,
+        teacher_module=state.teacher if needs or hidden is not None else None,
+        hidden=hidden,
     )
-    with state.stage("finetune"):
+    with state.stage("finetune"), hidden.recording() if hidden is not None else nullcontext():
         result = finetune(ctx, ft, lambda r, f: report_epoch(state, r, f))
     state.notes.extend(result.notes)
     return result, _recovery_text(ft, data.features, data.labelled)
@@ -235,7 +251,8 @@ def _recovery_text(ft: FinetuneSpec, features: bool, labelled: bool) -> str:
     if features:
         return f"{epochs} toward the original's mean-pooled outputs (MSE)"
     task = f" plus {1 - d.alpha:g} x the task loss" if labelled and d.alpha < 1 else ""
-    return f"{epochs} of distillation from the original: {d.alpha:g} x KL on logits (T {d.temperature:g}){task}"
+    hidden = f" plus {d.hidden_states:g} x MSE of each kept block's output" if d.hidden_states > 0 else ""
+    return f"{epochs} of distillation from the original: {d.alpha:g} x KL on logits (T {d.temperature:g}){task}{hidden}"
 
 
 def _summary(section: TransformerStructuralReport) -> str:

@@ -21,6 +21,7 @@ from worker.engine.evaluation.metrics import autocast_context, predict_features,
 from worker.engine.models.calling import caller, inputs_to, main_output
 from worker.engine.models.handle import LoadedModel
 from worker.engine.training.divergence import ADVICE, DivergenceGuard
+from worker.engine.training.hidden_match import HiddenMatch
 from worker.engine.training.masking import MaskController, NoMasks
 from worker.engine.training.optim import build_optimizer, build_scheduler
 from worker.engine.training.regularizers import RegularizedLoss, distillation_loss
@@ -53,6 +54,8 @@ class TrainContext:
     fixed_batch: int | None = None  # exported programs with a static batch size
     # causal LMs: the unpruned model, run on each batch for distillation (its logits are too large to keep)
     teacher_module: torch.nn.Module | None = None
+    # structural recovery: block outputs matched against the original's (needs teacher_module)
+    hidden: HiddenMatch | None = None
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator, full_only: bool) -> list[torch.Tensor]:
@@ -86,6 +89,9 @@ def _train_epoch(
         elif data.features:
             logits = pooled_features(logits, x.get("attention_mask"))  # compared with the original's, by MSE
         loss = ctx.loss(logits, y, t_logits)
+        if ctx.hidden is not None and ctx.teacher_module is not None:
+            # A causal LM's teacher ran in _lm_batch; other tasks' teacher logits were computed up front.
+            loss = loss + ctx.hidden.loss(ctx.teacher_module, x, teacher_ran=data.causal_lm and t_logits is not None)
         loss_value = float(loss.detach())
         guard.check(loss_value, int(logits.shape[-1]), step + 1)
         optimizer.zero_grad(set_to_none=True)

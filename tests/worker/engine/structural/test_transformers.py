@@ -15,6 +15,7 @@ import pytest
 import torch
 import transformers
 
+from prunekit.reporting import render_markdown, render_report_html
 from prunekit.spec import JobSpec
 from prunekit.spec.pruning import TransformerStructuralPruning
 from prunekit.spec.report import Report
@@ -284,6 +285,10 @@ def test_gpt2_job_distils_and_reports_before_and_after_recovery(
     assert sum(p.numel() for p in loaded.parameters()) == section.params_after == report.size_after.params_total
     assert report.latency_after is not None and report.latency_after.tokens_per_s
     assert report.speedup is not None and report.speedup > 0
+    shown = report.model_dump(mode="json")
+    md, page = render_markdown(shown), render_report_html(shown)
+    assert "| Hidden size | 32 | 16 | -50% |" in md and "KL on logits" in md
+    assert '<section id="transformer">' in page and "Hidden size" in page
 
 
 def test_llama_job_without_data_falls_back_to_magnitude(tmp_path: Path) -> None:
