@@ -13,18 +13,16 @@ import torch
 
 from prunekit.spec import DistillationSpec, FinetuneSpec, PruningSpec
 from prunekit.spec.pruning import TransformerStructuralPruning
-from prunekit.spec.report import Report, SplitMetrics, TransformerStructuralReport, TransformerWidths
+from prunekit.spec.report import Report, TransformerStructuralReport, TransformerWidths
 from worker.engine.errors import InvalidSpecError, UnsupportedError
-from worker.engine.evaluation.language import lm_split_metrics
 from worker.engine.evaluation.latency import interleaved_speedup
-from worker.engine.evaluation.metrics import predict_logits, split_metrics
 from worker.engine.evaluation.sparsity import count_params
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement
 from worker.engine.models.calling import num_rows, rows
 from worker.engine.models.handle import LoadedModel
+from worker.engine.pruned_stage import val_split
 from worker.engine.strategies.base import PruneOutcome, PruningStrategy, default_output_format, report_epoch
-from worker.engine.tasks import EvalTask
 from worker.engine.training.finetune import FinetuneResult, TrainContext, finetune
 from worker.engine.training.hidden_match import HiddenMatch
 from worker.engine.training.masking import NoMasks
@@ -109,7 +107,7 @@ class TransformerStructuralStrategy(PruningStrategy):
             budget=self._budget(),
             budget_reached=choice.reached,
             measured_speedup=choice.measured_speedup,
-            after_pruning=_val_metrics(state, model),
+            after_pruning=val_split(state, model),
             seconds=round(seconds, 4),
             notes=[*notes, *self._notes(before, choice.reached)],
         )
@@ -182,19 +180,6 @@ def _calibration(state: JobState) -> Iterator[Mapping[str, torch.Tensor]]:
     size = max(1, min(state.spec.evaluation.batch_size, count))
     for start in range(0, count, size):
         yield rows(train, slice(start, min(start + size, count)))
-
-
-def _val_metrics(state: JobState, model: LoadedModel) -> SplitMetrics | None:
-    """Validation loss/perplexity or accuracy right after removal (before recovery)."""
-    data, bs = state.data, state.spec.evaluation.batch_size
-    if data is None:
-        return None
-    if state.task == EvalTask.CAUSAL_LM:
-        return lm_split_metrics(model.module, data.val_inputs(), bs, state.device)
-    if data.y_val is None:
-        return None
-    logits = predict_logits(model.module, data.val_inputs(), bs, state.device, model.fixed_batch_size)
-    return split_metrics(logits, data.y_val)
 
 
 def _recovery_spec(ft: FinetuneSpec) -> FinetuneSpec:
