@@ -81,7 +81,7 @@ def export_onnx(
         for batch in batches:
             with torch.no_grad():
                 reference = [t.detach().cpu().numpy() for t in output_tensors(call(batch))]
-            got = session.run(None, _feed(session, batch))
+            got = session.run(None, session_feed(session, batch))
             if len(got) != len(reference):
                 raise UnsupportedError(f"the ONNX model returns {len(got)} outputs, PyTorch {len(reference)}")
             for ref, out in zip(reference, got, strict=True):
@@ -117,7 +117,7 @@ def _require_onnx() -> Any:
     return importlib.import_module("onnxruntime")
 
 
-def _feed(session: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
+def session_feed(session: Any, batch: Mapping[str, torch.Tensor]) -> dict[str, np.ndarray]:
     """The batch by the ONNX graph's input names (ours where kept; by position where the exporter renamed)."""
     names = [i.name for i in session.get_inputs()]
     if set(names) <= set(batch):

@@ -8,6 +8,7 @@ import torch
 
 from prunekit.spec import JobSpec, ModelSpec
 from prunekit.spec.job import InputSpec
+from prunekit.spec.quantization import QuantizationSpec
 from prunekit.spec.report import QuantizationReport, Report
 from worker.engine.data import Dataset, load_dataset
 from worker.engine.environment import resolve_device
@@ -121,7 +122,7 @@ def run_compress(
     delivered, delivered_path, quantized = after, artifact, None
     if spec.quantization is not None:
         with state.stage("quantize", spec.quantization.method):
-            quantized, delivered = _quantize(state, model, out_fmt, original, before, after)
+            quantized, delivered = _quantize(state, spec.quantization, model, out_fmt, (original, before, after))
         delivered_path = stages.quantized_artifact = quantized.path
         stages.quantized = delivered
     with state.stage("report"):
@@ -129,19 +130,23 @@ def run_compress(
         strategy.fill_report(report)
         report.extra.update(extra)
         _fill_stages(report, stages, outcome)
-        if quantized is not None:
-            _fill_quantization(report, quantized, artifact, state)
+        if quantized is not None and spec.quantization is not None:
+            _fill_quantization(report, quantized, artifact, state, spec.quantization)
         (out_dir / "report.json").write_text(report.model_dump_json(indent=2))
     return report
 
 
 def _quantize(
-    state: JobState, model: LoadedModel, out_fmt: str, original: LoadedModel, before: Measurement, after: Measurement
+    state: JobState,
+    qspec: QuantizationSpec,
+    model: LoadedModel,
+    out_fmt: str,
+    baseline: tuple[LoadedModel, Measurement, Measurement],
 ) -> tuple[Quantized, Measurement]:
     """Quantize the fine-tuned model and measure its artifact as reloaded: that is what is delivered and gated."""
-    assert state.spec.quantization is not None
-    quantized = quantize(QuantizeRequest(state, model, out_fmt, state.spec.quantization))
+    quantized = quantize(QuantizeRequest(state, model, out_fmt, qspec))
     state.notes.extend(quantized.notes)
+    original, before, after = baseline
     return quantized, measure_quantized(state, original, quantized, before, after)
 
 
@@ -153,10 +158,10 @@ def _fill_stages(report: Report, stages: StageInputs, outcome: PruneOutcome) -> 
     report.stages = stage_records(stages)
 
 
-def _fill_quantization(report: Report, quantized: Quantized, float_artifact: Path, state: JobState) -> None:
+def _fill_quantization(
+    report: Report, quantized: Quantized, float_artifact: Path, state: JobState, qspec: QuantizationSpec
+) -> None:
     """Which file is delivered, how to load it; the float artifact is removed unless kept."""
-    qspec = state.spec.quantization
-    assert qspec is not None
     kept: str | None = float_artifact.name
     if not qspec.keep_unquantized:
         float_artifact.unlink(missing_ok=True)

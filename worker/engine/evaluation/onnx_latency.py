@@ -22,7 +22,7 @@ import torch
 
 from prunekit.spec.job import LatencySpec
 from worker.engine.evaluation.latency import Sample, SpeedupFn, speedup_of, time_calls
-from worker.engine.export_onnx import _feed, export_onnx
+from worker.engine.export_onnx import export_onnx, session_feed
 from worker.engine.models.calling import ModelInputs, batch_of
 
 
@@ -46,10 +46,17 @@ def onnx_session(module: torch.nn.Module, batch: ModelInputs, path: Path, device
     """Export `module` on `batch` to `path` (raises UnsupportedError when it cannot be) and open it."""
     cpu = module if device.type == "cpu" else copy.deepcopy(module).cpu()  # export_onnx checks on host tensors
     export_onnx(cpu, batch, path, n_checks=1)
+    return open_session(path, threads, device)
+
+
+def open_session(path: Path, threads: int | None, device: torch.device | None = None) -> Any:
+    """An ONNX Runtime session of `path`: `device`'s execution provider (None: CPU), `threads` intra-op threads."""
     ort = importlib.import_module("onnxruntime")
     options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=providers(ort.get_available_providers(), device))
+    if threads:
+        options.intra_op_num_threads = threads
+    chosen = providers(ort.get_available_providers(), device) if device is not None else ["CPUExecutionProvider"]
+    return ort.InferenceSession(str(path), options, providers=chosen)
 
 
 def time_onnx(
@@ -59,7 +66,7 @@ def time_onnx(
     batch = {k: v.cpu() for k, v in batch_of(sample, spec.batch_size).items()}
     threads = spec.threads or torch.get_num_threads()
     sessions = [onnx_session(m, batch, folder / f"timed-{i}.onnx", device, threads) for i, m in enumerate(modules)]
-    feeds = [_feed(s, batch) for s in sessions]
+    feeds = [session_feed(s, batch) for s in sessions]
     calls = [functools.partial(s.run, None, f) for s, f in zip(sessions, feeds, strict=True)]
     # session.run returns host arrays, so each call has finished when it returns: nothing to synchronize.
     times = time_calls(calls, spec, lambda: None)

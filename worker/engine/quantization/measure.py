@@ -11,15 +11,14 @@ import torch
 
 from prunekit.spec.report import RuntimeLatency
 from worker.engine.evaluation.latency import latency_stats, speedup_of, time_calls
-from worker.engine.evaluation.onnx_latency import onnx_session
+from worker.engine.evaluation.onnx_latency import onnx_session, open_session
 from worker.engine.evaluation.speedup_possible import speedup_possible
-from worker.engine.export_onnx import _feed
+from worker.engine.export_onnx import session_feed
 from worker.engine.job_state import JobState
 from worker.engine.measure import Measurement, file_sizes, phase_metrics, time_both
 from worker.engine.models.calling import batch_of
 from worker.engine.models.handle import LoadedModel
 from worker.engine.quantization.base import Quantized
-from worker.engine.quantization.onnx_static import open_session
 
 
 def measure_quantized(
@@ -55,7 +54,7 @@ def _time_onnx(state: JobState, original: LoadedModel, q: Quantized, before: Mea
     with tempfile.TemporaryDirectory(prefix="dense-onnx-") as tmp:
         dense = onnx_session(original.module, batch, Path(tmp) / "dense.onnx", state.device, threads)
         int8 = open_session(q.path, threads)
-        calls = [functools.partial(s.run, None, _feed(s, batch)) for s in (dense, int8)]
+        calls = [functools.partial(s.run, None, session_feed(s, batch)) for s in (dense, int8)]
         times = time_calls(calls, spec, lambda: None)
     before.latency, after.latency = (
         latency_stats(t, spec, state.device, threads).model_copy(update={"runtime": "onnxruntime"}) for t in times

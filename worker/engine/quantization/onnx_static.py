@@ -16,7 +16,8 @@ from torch import nn
 
 from worker.engine.datasets.rows import Rows
 from worker.engine.errors import InvalidSpecError, UnsupportedError
-from worker.engine.export_onnx import _feed, export_onnx
+from worker.engine.evaluation.onnx_latency import open_session  # CPU: int8 QDQ kernels are the CPU provider's
+from worker.engine.export_onnx import export_onnx, session_feed
 from worker.engine.models.calling import ModelInputs, num_rows, rows
 from worker.engine.models.handle import LoadedModel
 from worker.engine.quantization.base import Quantized, QuantizeRequest
@@ -35,18 +36,9 @@ class OrtModule(nn.Module):
         self.session, self.names = session, names
 
     def forward(self, *args: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        outs = self.session.run(None, _feed(self.session, dict(zip(self.names, args, strict=True))))
+        outs = self.session.run(None, session_feed(self.session, dict(zip(self.names, args, strict=True))))
         tensors = tuple(torch.from_numpy(np.asarray(o)) for o in outs)
         return tensors[0] if len(tensors) == 1 else tensors
-
-
-def open_session(path: Path, threads: int | None = None) -> Any:
-    """A CPU session of `path` (int8 QDQ kernels are ONNX Runtime's CPU provider's)."""
-    ort = importlib.import_module("onnxruntime")
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
 def _batches(inputs: Mapping[str, Rows], count: int, step: int) -> Iterator[ModelInputs]:
@@ -58,7 +50,7 @@ class _Reader:
     """onnxruntime.quantization's CalibrationDataReader protocol over the first training rows."""
 
     def __init__(self, session: Any, inputs: Mapping[str, Rows], count: int, step: int) -> None:
-        self.feeds = iter([_feed(session, b) for b in _batches(inputs, count, step)])
+        self.feeds = iter([session_feed(session, b) for b in _batches(inputs, count, step)])
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         return next(self.feeds, None)
@@ -84,7 +76,7 @@ def quantize_onnx_static(req: QuantizeRequest) -> Quantized:
         check = export_onnx(module, rows(train, slice(0, 1)), fp32, n_checks=1)
         step = CALIBRATION_BATCH if check.dynamic_batch else 1
         prepared = _preprocess(fp32, Path(tmp) / "model.prep.onnx")
-        reader = _Reader(open_session(prepared), train, count, step)
+        reader = _Reader(open_session(prepared, None), train, count, step)
         try:
             oq.quantize_static(
                 str(prepared), str(out), reader, quant_format=oq.QuantFormat.QDQ, per_channel=req.spec.per_channel,
@@ -95,7 +87,7 @@ def quantize_onnx_static(req: QuantizeRequest) -> Quantized:
             raise UnsupportedError(f"ONNX Runtime could not quantize the model: {type(exc).__name__}: {exc}") from exc
     names = list(state.inputs or {})
     loaded = LoadedModel(
-        module=OrtModule(open_session(out), names),
+        module=OrtModule(open_session(out, None), names),
         format="torchscript",  # not read: measurement calls the module; the runtime says what it is
         task=req.model.task,
         supports_train_mode=False,
