@@ -7,16 +7,19 @@ magnitude over every conv + linear weight at 50/90/95%, or 2:4 (in each group of
 keep the 2 largest; conv1's 147 inputs per output are not divisible by 4, so it stays dense, as prunekit would ask
 to exclude it). Trained weights have another value distribution: their values deflate less (see docs).
 
-Columns: dense = the state_dict as .safetensors; zlib = that file deflated (level 6); raw = bitmask + values with
-no deflate; sparse = the sparse_state_dict file as prunekit writes it; variants without the byte-plane split and
-at zlib level 9. Floors: "mask H + raw values" = the bitmask at its entropy (bits per element by the kept share of
-each tensor) + the kept values' raw bytes + the dense tensors; "mask H + value H0" also replaces the values by their
-order-0 entropy per byte plane (what a byte-wise entropy coder could reach without modelling more).
-Load time: median of --repeats loads (after one warm-up) from the page cache: the dense file with
-safetensors.load_file (lazy: tensors map the file), the same + load_state_dict into resnet18 (the bytes are read),
-the README loader, and the README loader + load_state_dict. Bit-identical: every restored tensor's bytes equal
-the masked model's.
-"""
+Columns: dense = the state_dict as .safetensors; zlib = that file deflated (level 6); raw = bitmask + values with no
+deflate; layout 1 = prunekit's earlier layout (deflated bitmask + deflated byte planes); sparse = the
+sparse_state_dict file as prunekit writes it (layout 2: deflated position gaps + byte planes, deflated where that
+saves 15%); variants of it without the byte-plane split and at zlib level 9. Floors: "mask H + raw values" = the
+bitmask at its entropy (bits per element by the kept share of each tensor) + the kept values' raw bytes + the dense
+tensors; "mask H + value H0" also replaces the values by their order-0 entropy per byte plane (what a byte-wise
+entropy coder could reach without modelling more). Load time: median of --repeats rounds (after one warm-up round)
+from the page cache, each round running every way once, interleaved: the dense file with safetensors.load_file
+(lazy: tensors map the file), the same + load_state_dict into resnet18 (the bytes are read), the README loader, the
+README loader + load_state_dict, and the engine's checked reader; then the two "+ into model" loads again with the
+file dropped from the page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a
+download); ratio = median over rounds of (sparse + into model) / (dense + into model), cold ratio the same for the
+cold loads. Bit-identical: every restored tensor's bytes equal the masked model's."""
 
 from __future__ import annotations
 
@@ -43,6 +46,7 @@ from safetensors.torch import load_file, save_file
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from worker.engine.models import sparse
+from worker.engine.models.sparse_decode import GAPS
 from worker.engine.pruning.threshold import global_magnitude_threshold
 
 MIB = 1024 * 1024
@@ -105,13 +109,13 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
     sparse.write_sparse(state, sparse_path, {})
     write_s = time.perf_counter() - started
     out = {"dense": len(dense_bytes), "zlib": len(zlib.compress(dense_bytes, 6)), "sparse": sparse_path.stat().st_size}
-    raw = no_split = level9 = floor_raw = floor_h0 = 0.0
+    raw = layout1 = no_split = level9 = floor_raw = floor_h0 = 0.0
     _, index = sparse.encode_state(state)
     for name, tensor in state.items():
         nbytes = tensor.numel() * tensor.element_size()
         if name not in index:
-            raw, no_split, level9, floor_raw, floor_h0 = (
-                x + nbytes for x in (raw, no_split, level9, floor_raw, floor_h0)
+            raw, layout1, no_split, level9, floor_raw, floor_h0 = (
+                x + nbytes for x in (raw, layout1, no_split, level9, floor_raw, floor_h0)
             )
             continue
         keep = tensor.reshape(-1).view(torch.int32) != 0
@@ -119,37 +123,56 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
         mask = np.packbits(keep.numpy(), bitorder="little").tobytes()
         planes = kept.view(torch.uint8).view(-1, 4).t().contiguous().numpy()
         mask_h = tensor.numel() * _h(float(keep.float().mean())) / 8
+        gaps = sparse.encode_tensor(tensor).parts[GAPS]
         raw += len(mask) + kept.numel() * 4
-        no_split += len(zlib.compress(mask, 6)) + len(zlib.compress(kept.numpy().tobytes(), 6))
-        level9 += sum(len(b) for b in sparse.encode_tensor(tensor, level=9))
+        layout1 += len(zlib.compress(mask, 6)) + len(zlib.compress(planes.tobytes(), 6))
+        no_split += len(gaps) + len(zlib.compress(kept.numpy().tobytes(), 6))
+        level9 += sparse.encode_tensor(tensor, level=9).nbytes
         floor_raw += mask_h + kept.numel() * 4
         floor_h0 += mask_h + sum(_h0(plane) for plane in planes)
-    out.update(raw=raw, no_split=no_split, level9=level9, floor_raw=floor_raw, floor_h0=floor_h0, write_s=write_s)
+    out.update(raw=raw, layout1=layout1, no_split=no_split, level9=level9, floor_raw=floor_raw, floor_h0=floor_h0)
+    out["write_s"] = write_s
     return out
 
 
-def _median_time(fn: Callable[[], object], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
-
-
 def load_times(folder: Path, repeats: int) -> dict[str, float]:
-    """Median seconds to load the dense file and the sparse one, alone and into a resnet18."""
+    """Median seconds of each way to load, the ways interleaved in every round so load on the machine hits all."""
     load_sparse = readme_loader()
     target = torchvision.models.resnet18(weights=None)
     dense, sparse_path = str(folder / "dense.safetensors"), str(folder / "model.sparse.safetensors")
-    return {
-        "dense_load": _median_time(lambda: load_file(dense), repeats),
-        "dense_into_model": _median_time(lambda: target.load_state_dict(load_file(dense)), repeats),
-        "sparse_load": _median_time(lambda: load_sparse(sparse_path), repeats),
-        "sparse_into_model": _median_time(lambda: target.load_state_dict(load_sparse(sparse_path)), repeats),
-        "engine_read": _median_time(lambda: sparse.read_sparse(sparse_path), repeats),
+    ways: dict[str, Callable[[], object]] = {
+        "dense_load": lambda: load_file(dense),
+        "dense_into_model": lambda: target.load_state_dict(load_file(dense)),
+        "sparse_load": lambda: load_sparse(sparse_path),
+        "sparse_into_model": lambda: target.load_state_dict(load_sparse(sparse_path)),
+        "engine_read": lambda: sparse.read_sparse(sparse_path),
     }
+    cold = {"dense_cold": ways["dense_into_model"], "sparse_cold": ways["sparse_into_model"]}
+    paths = {"dense_cold": dense, "sparse_cold": sparse_path}
+    times: dict[str, list[float]] = {name: [] for name in [*ways, *cold]}
+    os.sync()  # written pages must be clean for the kernel to drop them from the page cache
+    for round_ in range(repeats + 1):  # round 0 warms up
+        for name, fn in [*ways.items(), *cold.items()]:
+            if name in paths:
+                _evict(paths[name])
+            started = time.perf_counter()
+            fn()
+            if round_:
+                times[name].append(time.perf_counter() - started)
+    out = {name: statistics.median(values) for name, values in times.items()}
+    pairs = {"load_ratio": ("sparse_into_model", "dense_into_model"), "cold_ratio": ("sparse_cold", "dense_cold")}
+    for ratio, (num, den) in pairs.items():
+        out[ratio] = statistics.median(s / d for s, d in zip(times[num], times[den], strict=True))  # per round
+    return out
+
+
+def _evict(path: str) -> None:
+    """Drop a file's pages from the page cache, so the next load reads the disk (as the first load after a download)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
 
 
 def bit_identical(folder: Path, state: dict[str, torch.Tensor]) -> bool:
@@ -180,19 +203,23 @@ def _table(rows: list[dict[str, Any]]) -> str:
         return f"{row[key] / MIB:.2f} ({row[key] / row['dense']:.3f}x)"
 
     head = (
-        "| pruning | dense MiB | zlib(dense) | bitmask+values raw | **sparse_state_dict** | no byte split | zlib 9 "
-        "| floor: mask H + raw values | floor: mask H + value H0 | write s | load dense / +into model ms "
-        "| load sparse / +into model ms | bit-identical |\n" + "|---" * 13 + "|"
+        "| pruning | dense MiB | zlib(dense) | bitmask+values raw | layout 1 (bitmask) | **sparse_state_dict** "
+        "| no byte split | zlib 9 | floor: mask H + raw values | floor: mask H + value H0 | write s "
+        "| load dense / +into model ms | load sparse / +into model ms | ratio | cold: dense / sparse ms | cold ratio "
+        "| bit-identical |\n" + "|---" * 17 + "|"
     )
     lines = [head]
     for r in rows:
         name = r["method"] if r["method"] == "2:4" else f"{float(r['method']):.0%} global"
         lines.append(
             f"| {name} ({r['weight_sparsity']:.1%} of conv/fc zero) | {r['dense'] / MIB:.2f} | {mib(r, 'zlib')} "
-            f"| {mib(r, 'raw')} | **{mib(r, 'sparse')}** | {mib(r, 'no_split')} | {mib(r, 'level9')} "
+            f"| {mib(r, 'raw')} | {mib(r, 'layout1')} | **{mib(r, 'sparse')}** | {mib(r, 'no_split')} "
+            f"| {mib(r, 'level9')} "
             f"| {mib(r, 'floor_raw')} | {mib(r, 'floor_h0')} | {r['write_s']:.2f} "
             f"| {r['dense_load'] * 1e3:.1f} / {r['dense_into_model'] * 1e3:.1f} "
-            f"| {r['sparse_load'] * 1e3:.1f} / {r['sparse_into_model'] * 1e3:.1f} | {r['bit_identical']} |"
+            f"| {r['sparse_load'] * 1e3:.1f} / {r['sparse_into_model'] * 1e3:.1f} | {r['load_ratio']:.2f}x "
+            f"| {r['dense_cold'] * 1e3:.1f} / {r['sparse_cold'] * 1e3:.1f} | {r['cold_ratio']:.2f}x "
+            f"| {r['bit_identical']} |"
         )
     return "\n".join(lines)
 

@@ -87,6 +87,17 @@ class Settings(BaseSettings):
         "them.",
     )
 
+    # Status reads (GET /v1/jobs/{id}): cached per API process on PostgreSQL, dropped on the job's change notification
+    status_cache: bool = Field(
+        default=True, description="Cache status bodies per API process (PostgreSQL only; see jobstore/job_changes.py)."
+    )
+    status_cache_ttl: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds a cached status body lives at most: the bound on staleness should a change notification "
+        "be lost (normally a change reaches every API process within milliseconds).",
+    )
+
     # Auth: "name:key,name2:key2"
     api_keys: SecretStr | None = None
     auth_disabled: bool = False

@@ -15,6 +15,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from jobstore.broker import Broker
 from jobstore.db import Database, run_migrations
+from jobstore.job_changes import LoopStatusCaches
 from jobstore.settings import Settings
 from jobstore.storage import make_storage
 from jobstore.storage.cleanup import clean_upload_parts, remove_stale_uploads
@@ -152,6 +153,7 @@ def create_app(settings: Settings) -> FastAPI:
         keys=keys,
         broker=Broker(settings),
         registry=registry,
+        status_caches=LoopStatusCaches(settings.database_url, settings.status_cache_ttl, settings.status_cache),
     )
     registry.register(JobStoreCollector(state))
 
@@ -162,7 +164,9 @@ def create_app(settings: Settings) -> FastAPI:
         await to_thread.run_sync(clean_upload_parts, settings)
         await to_thread.run_sync(remove_stale_uploads, state.db, state.storage, settings.upload_part_stale_after)
         state.db.async_engines.open()  # GET /v1/jobs/{id} reads on the loop (PostgreSQL only)
+        state.status_caches.start()  # ... and from a cache that job change notifications keep fresh
         yield
+        await state.status_caches.stop()
         await state.db.async_engines.close()
         state.broker.close()
         state.db.dispose()

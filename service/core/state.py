@@ -8,6 +8,7 @@ from prometheus_client import CollectorRegistry
 
 from jobstore.broker import Broker
 from jobstore.db import Database
+from jobstore.job_changes import LoopStatusCaches
 from jobstore.settings import Settings
 from jobstore.storage import Storage
 from service.core.auth import KeyRing
@@ -21,3 +22,4 @@ class AppState:
     keys: KeyRing
     broker: Broker
     registry: CollectorRegistry
+    status_caches: LoopStatusCaches

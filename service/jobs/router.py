@@ -283,20 +283,30 @@ async def get_job(job_id: str, state: StateDep, key: CurrentKey) -> Response:
     """A job's status, progress, error and links."""
     # CI fleets and the jobs page poll this (docs/benchmarks.md): one query on the loop, and the Job built here
     # is serialized once; response_model=Job only documents it (FastAPI would validate and encode it again).
-    job = await read_owned_job_async(state, job_id, key, job_view)
-    return Response(content=job.model_dump_json(), media_type="application/json")
+    # A cached body is dropped the moment the job's change notification arrives (jobstore/job_changes.py).
+    cache = state.status_caches.get()
+    body = cache.get(job_id, key.name) if cache is not None else None
+    if body is None:
+        token = cache.token() if cache is not None else 0
+        body = (await read_owned_job_async(state, job_id, key, job_view)).model_dump_json().encode()
+        if cache is not None:
+            cache.put(job_id, key.name, body, token)
+    return Response(content=body, media_type="application/json")
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=Job, responses=problem_responses(404, 409))
 def cancel_job(job: OwnedJob, session: SessionDep, state: StateDep) -> Job:
     """Cancel: a queued job at once, a running one within seconds."""
-    return job_view(service.cancel_job(session, state.broker, job))
+    cancelled = service.cancel_job(session, state.broker, job)
+    state.status_caches.invalidate(job.id)  # read-your-writes in this process, ahead of the notification
+    return job_view(cancelled)
 
 
 @router.delete("/{job_id}", status_code=204, responses=problem_responses(404, 409))
 def delete_job(job: OwnedJob, session: SessionDep, state: StateDep) -> Response:
     """Remove a finished job, its artifact, report and inline uploads."""
     service.delete_job(session, state.storage, job)
+    state.status_caches.invalidate(job.id)
     return Response(status_code=204)
 
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from sqlalchemy import text
+from sqlalchemy import Engine, event, text
+from sqlalchemy.engine import AdaptedConnection, Connection
 
 from jobstore.db import make_engine, run_migrations, utcnow
 from jobstore.repositories import jobs as jobs_repo
@@ -64,6 +65,9 @@ def settings(db_url: str, tmp_path: Path) -> Settings:
         webhook_secret=WEBHOOK_SECRET,  # type: ignore[arg-type]
         webhook_allowed_hosts=["hooks.example.com", "*.example.org", "127.0.0.1"],
         lease_seconds=30,
+        # Tests here change jobs behind the API's back and read them at once; the cache, which sees such changes
+        # within milliseconds, not at once, has tests of its own (test_status_cache.py).
+        status_cache=False,
     )
 
 
@@ -82,6 +86,20 @@ def state(app: FastAPI) -> AppState:
 def client(app: FastAPI) -> Iterator[TestClient]:
     with TestClient(app, headers={"Authorization": f"Bearer {KEY_A}"}) as c:
         yield c
+
+
+@pytest.fixture()
+def statements(state: AppState) -> Iterator[list[str]]:
+    """Statements of every engine; on PostgreSQL the status read must come from the loop's async engine."""
+    seen: list[str] = []
+
+    def record(conn: Connection, _cursor: object, statement: str, *_: object) -> None:
+        on_loop = isinstance(conn.connection.dbapi_connection, AdaptedConnection)
+        seen.append(f"{'async' if on_loop else 'sync'}: {statement}")
+
+    event.listen(Engine, "before_cursor_execute", record)
+    yield seen
+    event.remove(Engine, "before_cursor_execute", record)
 
 
 @pytest.fixture()

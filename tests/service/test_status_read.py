@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
-import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy import Engine, event, text
-from sqlalchemy.engine import AdaptedConnection, Connection
+from sqlalchemy import text
 
 from jobstore.db import Database
 from jobstore.repositories import jobs as jobs_repo
@@ -16,20 +12,6 @@ from jobstore.views import job_view
 from service.core.state import AppState
 from tests.service.conftest import complete_job, submit
 from tests.service.support import PG_ADMIN, wait_for
-
-
-@pytest.fixture()
-def statements(state: AppState) -> Iterator[list[str]]:
-    """Statements of every engine; on PostgreSQL the status read must come from the loop's async engine."""
-    seen: list[str] = []
-
-    def record(conn: Connection, _cursor: object, statement: str, *_: object) -> None:
-        on_loop = isinstance(conn.connection.dbapi_connection, AdaptedConnection)
-        seen.append(f"{'async' if on_loop else 'sync'}: {statement}")
-
-    event.listen(Engine, "before_cursor_execute", record)
-    yield seen
-    event.remove(Engine, "before_cursor_execute", record)
 
 
 def _orm_view(state: AppState, job_id: str, owner: str) -> object:

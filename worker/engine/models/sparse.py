@@ -1,17 +1,21 @@
 """The `sparse_state_dict` artifact: a .safetensors file holding only the weights that survived mask pruning.
 
-Layout (version 1; README "Sparse artifacts" has the plain-torch loader):
+Layout (version 2, metadata ``prunekit.sparse_layout``; README "Sparse artifacts" has the plain-torch loader):
 
-- metadata ``prunekit.sparse``: JSON ``{name: [shape, dtype]}`` of every tensor stored sparse;
-- ``<name>.__mask``: uint8, zlib of ``np.packbits(bits != 0, bitorder="little")`` over the tensor in row-major
-  order, one bit per element (bit set: the element's bit pattern is not all zeros, so -0.0 is kept as a value);
-- ``<name>.__values``: uint8, zlib of the set elements' little-endian bytes, byte-planes split (every element's
-  first byte, then every second byte, ...: the sign/exponent bytes of floats compress, the mantissas barely);
+- metadata ``prunekit.sparse``: JSON ``{name: [shape, dtype, [plane i deflated?, ...]]}`` of every sparse tensor;
+- ``<name>.__gaps``: uint8, zlib of the distances between consecutive kept elements in row-major order (the first
+  counted from -1); a 0 byte advances 255 positions without an element, for longer gaps. An element is kept when
+  its bit pattern is not all zeros, so -0.0 is kept as a value;
+- ``<name>.__byte<i>``: uint8, byte i of every kept element (little-endian byte planes), zlib-deflated where that
+  saves at least 15%: the sign/exponent planes of floats compress, the low mantissa planes barely, and storing
+  those as they are saves their inflate time at load;
 - every other tensor under its own name, as is (dense tensors, integer buffers, tensors too dense to gain).
 
-Restoring gives the same bits: ``torch.equal`` on the bit patterns, not within a tolerance. N:M (2:4) masks use
-the same bitmask: a 2-bit index per kept element costs the same 4 bits per group of 4 that the bitmask does
-before deflate, and the deflated bitmask is smaller. benchmarks/bench_sparse_storage.py measures the choices.
+Gaps rather than version 1's bitmask (still read, sparse_decode.decode_v1) because restoring from gaps costs one
+cumulative sum over the kept elements instead of a scan of every element: at 90% sparsity 10x fewer, and the
+deflated gaps are no larger than the deflated bitmask. N:M (2:4) masks use the same gaps.
+Restoring gives the same bits: ``torch.equal`` on the bit patterns, not within a tolerance.
+benchmarks/bench_sparse_storage.py measures the choices.
 """
 
 from __future__ import annotations
@@ -29,16 +33,18 @@ import torch
 
 from worker.engine.errors import InvalidModelError
 from worker.engine.models.formats import SPARSE_INDEX as INDEX_KEY
+from worker.engine.models.sparse_decode import BYTE, FILLER_STEP, GAPS, MASK, VALUES, decode_v1, decode_v2
 
 __all__ = [
-    "ALIASES_KEY", "FORMAT", "INDEX_KEY", "SparseParts", "decode_tensor", "encode_state", "encode_tensor",
+    "ALIASES_KEY", "FORMAT", "INDEX_KEY", "LAYOUT", "LAYOUT_KEY", "SparseParts", "encode_state", "encode_tensor",
     "read_sparse", "tied_aliases", "write_sparse",
 ]  # fmt: skip
 
 FORMAT = "sparse_state_dict"
 ALIASES_KEY = "prunekit.aliases"  # {name: name stored}: tied tensors, stored once
-MASK, VALUES = ".__mask", ".__values"
+LAYOUT_KEY, LAYOUT = "prunekit.sparse_layout", "2"  # files without the key are version 1 (bitmask)
 _LEVEL = 6  # zlib level: 9 is <1% smaller on resnet18 at 90% and 10x slower to write
+_MIN_PLANE_SAVING = 0.15  # a byte plane deflating by less is stored as is: inflating it costs more than it saves
 _MIN_ELEMENTS = 256  # smaller tensors (biases, norms) are not worth an entry in the index
 _MIN_ZERO_SHARE = 0.1  # below this, compressing a tensor costs time for a few percent at most: stored as is
 # A file that claims more dense bytes than this multiple of its own size is refused before anything is inflated.
@@ -46,7 +52,16 @@ _MAX_EXPANSION, _EXPANSION_FLOOR = 4096, 256 * 1024 * 1024
 _INT_OF: dict[int, torch.dtype] = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
 _DTYPES = {"float16", "bfloat16", "float32", "float64"}
 
-SparseParts = tuple[bytes, bytes]  # (deflated bitmask, deflated byte-planes of the values)
+
+class SparseParts:
+    """One tensor's encoded entries ({suffix: bytes}) and which of its byte planes are deflated."""
+
+    def __init__(self, parts: dict[str, bytes], deflated: list[bool]) -> None:
+        self.parts, self.deflated = parts, deflated
+
+    @property
+    def nbytes(self) -> int:
+        return sum(len(b) for b in self.parts.values())
 
 
 def _bits_set(tensor: torch.Tensor) -> torch.Tensor:
@@ -54,13 +69,34 @@ def _bits_set(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(-1).view(_INT_OF[tensor.element_size()]) != 0
 
 
+def gap_bytes(positions: np.ndarray) -> np.ndarray:
+    """The gap encoding of increasing positions: distances from the previous (from -1), 0 bytes for each 255 over."""
+    distances = np.diff(positions, prepend=-1)
+    fillers = (distances - 1) // FILLER_STEP
+    out = np.zeros(len(distances) + int(fillers.sum()), dtype=np.uint8)
+    out[np.arange(len(distances)) + np.cumsum(fillers)] = distances - fillers * FILLER_STEP
+    return out
+
+
+def _plane(data: bytes, level: int) -> tuple[bytes, bool]:
+    deflated = zlib.compress(data, level)
+    if len(deflated) <= (1 - _MIN_PLANE_SAVING) * len(data):
+        return deflated, True
+    return data, False
+
+
 def encode_tensor(tensor: torch.Tensor, level: int = _LEVEL) -> SparseParts:
-    """The deflated little-endian bitmask and byte-plane-split values of one floating tensor."""
+    """The deflated position gaps and the byte planes (deflated where worth it) of one floating tensor."""
     keep = _bits_set(tensor)
-    mask = np.packbits(keep.numpy(), bitorder="little").tobytes()
+    positions = np.flatnonzero(keep.numpy())
+    parts = {GAPS: zlib.compress(gap_bytes(positions).tobytes(), level)}
     values = tensor.reshape(-1)[keep]
-    planes = values.view(torch.uint8).view(-1, tensor.element_size()).t().contiguous()
-    return zlib.compress(mask, level), zlib.compress(planes.numpy().tobytes(), level)
+    planes = values.view(torch.uint8).view(-1, tensor.element_size()).t().contiguous().numpy()
+    deflated = []
+    for i, plane in enumerate(planes):
+        parts[f"{BYTE}{i}"], is_deflated = _plane(plane.tobytes(), level)
+        deflated.append(is_deflated)
+    return SparseParts(parts, deflated)
 
 
 def _worth_encoding(tensor: torch.Tensor) -> bool:
@@ -84,6 +120,10 @@ def tied_aliases(state: Mapping[str, torch.Tensor]) -> dict[str, str]:
     return aliases
 
 
+def _blob(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
+
+
 def encode_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, list[Any]]]:
     """The file's tensors and its index: each tensor sparse where that is smaller, else as is."""
     tensors: dict[str, torch.Tensor] = {}
@@ -96,11 +136,10 @@ def encode_state(state: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
             tensor = tensor.clone()  # safetensors refuses tensors that share or view into another's storage
         seen.add(storage)
         if _worth_encoding(tensor):
-            mask, values = encode_tensor(tensor)
-            if len(mask) + len(values) < tensor.numel() * tensor.element_size():
-                tensors[name + MASK] = torch.frombuffer(bytearray(mask), dtype=torch.uint8)
-                tensors[name + VALUES] = torch.frombuffer(bytearray(values), dtype=torch.uint8)
-                index[name] = [list(tensor.shape), str(tensor.dtype).removeprefix("torch.")]
+            encoded = encode_tensor(tensor)
+            if encoded.nbytes < tensor.numel() * tensor.element_size():
+                tensors.update({name + suffix: _blob(data) for suffix, data in encoded.parts.items()})
+                index[name] = [list(tensor.shape), str(tensor.dtype).removeprefix("torch."), encoded.deflated]
                 continue
         tensors[name] = tensor
     return tensors, index
@@ -113,7 +152,7 @@ def write_sparse(state: Mapping[str, torch.Tensor], path: Path, metadata: Mappin
     aliases = tied_aliases(state)
     tensors, index = encode_state({k: v for k, v in state.items() if k not in aliases})
     header = {
-        **metadata, "format": FORMAT, "bit_order": "little", INDEX_KEY: json.dumps(index),
+        **metadata, "format": FORMAT, LAYOUT_KEY: LAYOUT, INDEX_KEY: json.dumps(index),
         ALIASES_KEY: json.dumps(aliases),
     }  # fmt: skip
     save_file(tensors, str(path), metadata=header)
@@ -121,50 +160,47 @@ def write_sparse(state: Mapping[str, torch.Tensor], path: Path, metadata: Mappin
 
 # --- reading (the README loader's steps, with every size checked: the file may be an upload) ----------------------
 
+_Entry = tuple[list[int], str, list[bool] | None]  # shape, dtype, planes deflated (None: version 1)
 
-def _inflate(blob: torch.Tensor, size: int, what: str) -> bytes:
-    """zlib-inflate exactly `size` bytes, never more (a small blob can claim gigabytes)."""
-    inflater = zlib.decompressobj()
+
+def _entry(name: str, entry: object, layout: str) -> _Entry:
+    size = 2 if layout == "1" else 3
+    fields = entry if isinstance(entry, list) and len(entry) == size else [None] * size
+    shape, dtype = fields[0], fields[1]
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or dtype not in _DTYPES:
+        raise InvalidModelError(f"the sparse file's index entry for '{name[:80]}' is not [shape, dtype, planes]")
+    if layout == "1":
+        return shape, dtype, None
+    deflated = fields[2]
+    if not isinstance(deflated, list) or len(deflated) != getattr(torch, dtype).itemsize:
+        raise InvalidModelError(f"the sparse file's index entry for '{name[:80]}' does not list its byte planes")
+    return shape, dtype, [bool(d) for d in deflated]
+
+
+def _layout(metadata: Mapping[str, str]) -> str:
+    layout = metadata.get(LAYOUT_KEY, "1")
+    if layout not in ("1", LAYOUT):
+        raise InvalidModelError(
+            f"the sparse file has layout version '{layout[:20]}', which this prunekit does not know; upgrade prunekit"
+        )
+    return layout
+
+
+def _index(metadata: Mapping[str, str] | None) -> dict[str, _Entry]:
+    metadata = metadata or {}
+    layout = _layout(metadata)
     try:
-        out = inflater.decompress(blob.numpy().tobytes(), size + 1)
-    except zlib.error as exc:
-        raise InvalidModelError(f"the sparse file's {what} is corrupt ({exc})") from exc
-    if len(out) != size or not inflater.eof:
-        raise InvalidModelError(f"the sparse file's {what} does not have the size its index declares")
-    return out
-
-
-def decode_tensor(mask_blob: torch.Tensor, values_blob: torch.Tensor, shape: list[int], dtype: str) -> torch.Tensor:
-    """One dense tensor from its bitmask and values entries; raises InvalidModelError on any mismatch."""
-    torch_dtype: torch.dtype = getattr(torch, dtype)
-    numel, itemsize = math.prod(shape), torch_dtype.itemsize
-    packed = np.frombuffer(_inflate(mask_blob, (numel + 7) // 8, "bitmask"), dtype=np.uint8)
-    bits = np.unpackbits(packed, bitorder="little")
-    if bits[numel:].any():
-        raise InvalidModelError("the sparse file's bitmask has bits set past the end of its tensor")
-    kept = int(np.bitwise_count(packed).sum())
-    planes = np.frombuffer(_inflate(values_blob, kept * itemsize, "values"), dtype=np.uint8)
-    # numpy, on the bit patterns as integers: calloc'd zeros and flatnonzero of a bool view are 2-4x faster than torch
-    ints = np.dtype(f"<i{itemsize}")
-    dense = np.zeros(numel, dtype=ints)
-    dense[np.flatnonzero(bits[:numel].view(np.bool_))] = planes.reshape(itemsize, -1).T.copy().view(ints).ravel()
-    return torch.from_numpy(dense).view(torch_dtype).reshape(shape)
-
-
-def _index(metadata: Mapping[str, str] | None) -> dict[str, tuple[list[int], str]]:
-    try:
-        raw = json.loads((metadata or {})[INDEX_KEY])
+        raw = json.loads(metadata[INDEX_KEY])
     except (KeyError, json.JSONDecodeError) as exc:
         raise InvalidModelError("the sparse file's index (metadata 'prunekit.sparse') is missing or corrupt") from exc
     if not isinstance(raw, dict):
         raise InvalidModelError("the sparse file's index (metadata 'prunekit.sparse') is not a JSON object")
-    index: dict[str, tuple[list[int], str]] = {}
-    for name, entry in raw.items():
-        shape, dtype = entry if isinstance(entry, list) and len(entry) == 2 else (None, None)
-        if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape) or dtype not in _DTYPES:
-            raise InvalidModelError(f"the sparse file's index entry for '{name[:80]}' is not [shape, dtype]")
-        index[name] = (shape, dtype)
-    return index
+    return {name: _entry(name, entry, layout) for name, entry in raw.items()}
+
+
+def _suffixes(entry: _Entry) -> list[str]:
+    deflated = entry[2]
+    return [MASK, VALUES] if deflated is None else [GAPS, *(f"{BYTE}{i}" for i in range(len(deflated)))]
 
 
 def _resolve_aliases(metadata: Mapping[str, str], state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -177,13 +213,30 @@ def _resolve_aliases(metadata: Mapping[str, str], state: Mapping[str, torch.Tens
     return {name: state[target] for name, target in aliases.items() if name not in state}
 
 
-def _check_expansion(index: Mapping[str, tuple[list[int], str]], file_size: int) -> None:
-    claimed = sum(math.prod(shape) * getattr(torch, dtype).itemsize for shape, dtype in index.values())
+def _check_expansion(index: Mapping[str, _Entry], file_size: int) -> None:
+    claimed = sum(math.prod(shape) * getattr(torch, dtype).itemsize for shape, dtype, _ in index.values())
     if claimed > _MAX_EXPANSION * file_size + _EXPANSION_FLOOR:
         raise InvalidModelError(
             f"refused: the sparse file declares {claimed} bytes of weights in a {file_size}-byte file, "
             "more than any pruned model compresses to"
         )
+
+
+def _check_parts(index: Mapping[str, _Entry], keys: set[str]) -> set[str]:
+    """The names of every sparse part; refuses a file whose tensors do not match its index."""
+    parts = {name + suffix for name, entry in index.items() for suffix in _suffixes(entry)}
+    mismatched = sorted(p for p in parts if p not in keys) or sorted(set(index) & keys)
+    if mismatched:
+        raise InvalidModelError(f"the sparse file's tensors do not match its index ({mismatched[0][:120]})")
+    return parts
+
+
+def _decode(parts: Any, name: str, entry: _Entry) -> torch.Tensor:
+    shape, dtype, deflated = entry
+    part = {suffix: parts.get_tensor(name + suffix) for suffix in _suffixes(entry)}
+    if any(p.dtype != np.uint8 or p.ndim != 1 for p in part.values()):
+        raise InvalidModelError(f"the sparse file's parts of '{name[:80]}' are not flat uint8 tensors")
+    return decode_v1(part, shape, dtype) if deflated is None else decode_v2(part, shape, dtype, deflated)
 
 
 def read_sparse(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
@@ -192,19 +245,15 @@ def read_sparse(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 
     path = Path(path)
     try:
-        with safe_open(str(path), framework="pt") as fh:
+        # the uint8 parts through numpy (3x faster than as torch tensors), the stored-as-is tensors through torch
+        with safe_open(str(path), framework="pt") as fh, safe_open(str(path), framework="np") as raw:
             index = _index(fh.metadata())
             _check_expansion(index, path.stat().st_size)
-            parts = {n + s for n in index for s in (MASK, VALUES)}
             keys = set(fh.keys())
-            missing = sorted(p for p in parts if p not in keys)
-            if missing or set(index) & keys:
-                raise InvalidModelError(
-                    f"the sparse file's tensors do not match its index ({(missing or sorted(set(index) & keys))[0]})"
-                )
+            parts = _check_parts(index, keys)
             state = {k: fh.get_tensor(k) for k in sorted(keys) if k not in parts}
-            for name, (shape, dtype) in index.items():
-                state[name] = decode_tensor(fh.get_tensor(name + MASK), fh.get_tensor(name + VALUES), shape, dtype)
+            for name, entry in index.items():
+                state[name] = _decode(raw, name, entry)
             state.update(_resolve_aliases(fh.metadata(), state))
     except (SafetensorError, OSError) as exc:
         raise InvalidModelError(f"could not read the sparse safetensors file (truncated or corrupt?): {exc}") from exc

@@ -17,7 +17,8 @@ from safetensors.torch import save_file
 from worker.engine.errors import InvalidModelError
 from worker.engine.models.formats import detect_format
 from worker.engine.models.loading import load_state_dict_file
-from worker.engine.models.sparse import MASK, VALUES, read_sparse, write_sparse
+from worker.engine.models.sparse import LAYOUT_KEY, gap_bytes, read_sparse, write_sparse
+from worker.engine.models.sparse_decode import BYTE, GAPS, MASK, VALUES, positions_of
 
 README = Path(__file__).resolve().parents[4] / "README.md"
 
@@ -93,7 +94,7 @@ def test_readme_loader_restores_the_same_bits(state: dict[str, torch.Tensor], tm
     scope: dict[str, object] = {}
     exec(readme_loader(), scope)  # the documented snippet itself, not a copy of it
     lines = [line for line in readme_loader().splitlines() if line.strip()]
-    assert len(lines) <= 20
+    assert len(lines) <= 22  # a few lines to copy, not a library
     assert_bit_identical(scope["load_sparse"](str(path)), state)  # type: ignore[operator]
 
 
@@ -128,6 +129,8 @@ def _rewrite(path: Path, out: Path, change: dict[str, object]) -> None:
         tensors = {k: fh.get_tensor(k) for k in list(fh.keys())}
     if "index" in change:
         meta["prunekit.sparse"] = json.dumps(change.pop("index"))
+    if "layout" in change:
+        meta[LAYOUT_KEY] = str(change.pop("layout"))
     for key, value in change.items():
         if value is None:
             tensors.pop(key)
@@ -144,15 +147,21 @@ def _blob(data: bytes) -> torch.Tensor:
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"w" + VALUES: None}, "do not match its index"),
-        ({"w" + MASK: _blob(b"not zlib at all")}, "bitmask is corrupt"),
-        ({"w" + VALUES: _blob(zlib.compress(b"\x01" * 12))}, "does not have the size"),
-        ({"w" + MASK: _blob(zlib.compress(b"\xff" * 128))}, "does not have the size"),
-        ({"index": {"w": [[1020], "float32"]}}, "bits set past the end"),
-        ({"index": {"w": [[1024], "int64"]}}, "not \\[shape, dtype\\]"),
-        ({"index": {"w": [[-1], "float32"]}}, "not \\[shape, dtype\\]"),
+        ({"w" + BYTE + "0": None}, "do not match its index"),
+        ({"w" + GAPS: _blob(b"not zlib at all")}, "position gaps is corrupt"),
+        ({"w" + BYTE + "3": _blob(zlib.compress(b"\x01" * 12))}, "does not have the size"),
+        ({"w" + BYTE + "0": _blob(b"\x01" * 12)}, "does not have the size its gaps declare"),
+        ({"w" + GAPS: _blob(zlib.compress(b"\x01" * 2000))}, "does not have the size"),
+        ({"w" + GAPS: _blob(zlib.compress(b"\x00" * 5 + b"\x01"))}, "run past the end"),
+        ({"index": {"w": [[1020], "float32", [False, False, False, True]]}}, "run past the end"),
+        ({"index": {"w": [[1024], "float32", [True]]}}, "does not list its byte planes"),
+        ({"index": {"w": [[1024], "int64", [True] * 8]}}, "not \\[shape, dtype, planes\\]"),
+        ({"index": {"w": [[-1], "float32", [True] * 4]}}, "not \\[shape, dtype, planes\\]"),
+        ({"index": {"w": [[1024], "float32"]}}, "not \\[shape, dtype, planes\\]"),
         ({"index": ["w"]}, "not a JSON object"),
-        ({"index": {"w": [[10**9, 10**6], "float32"]}}, "refused: the sparse file declares"),
+        ({"index": {"w": [[10**9, 10**6], "float32", [True] * 4]}}, "refused: the sparse file declares"),
+        ({"layout": "9"}, "layout version '9'"),
+        ({"w" + BYTE + "1": torch.zeros(25, dtype=torch.float32)}, "not flat uint8 tensors"),
     ],
 )
 def test_inconsistent_files_are_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
@@ -164,16 +173,62 @@ def test_inconsistent_files_are_refused(tmp_path: Path, change: dict[str, object
         read_sparse(bad)
 
 
-def test_a_bitmask_that_inflates_past_its_tensor_is_not_inflated(tmp_path: Path) -> None:
-    # 1 MiB of zlib that would inflate to 1 GiB: reading stops at the declared size, long before
+@pytest.mark.parametrize("part", [GAPS, BYTE + "3"])
+def test_a_part_that_inflates_past_its_tensor_is_not_inflated(tmp_path: Path, part: str) -> None:
+    # 64 KiB of zlib that would inflate to 64 MiB: reading stops at the size the tensor allows, long before
     good = tmp_path / "good.safetensors"
     write_sparse({"w": _pruned((1024,), 0.9)}, good, {})
     bomb = zlib.compressobj(9)
-    chunk = bomb.compress(b"\xff" * (64 * 1024 * 1024)) + bomb.flush()
+    chunk = bomb.compress(b"\x01" * (64 * 1024 * 1024)) + bomb.flush()
     bad = tmp_path / "bomb.safetensors"
-    _rewrite(good, bad, {"w" + MASK: _blob(chunk)})
+    _rewrite(good, bad, {"w" + part: _blob(chunk)})
     with pytest.raises(InvalidModelError, match="does not have the size"):
         read_sparse(bad)
+
+
+@pytest.mark.parametrize(
+    "positions", [[], [0], [5], [254], [255], [256], [0, 1, 2], [3, 600, 601, 1200], [509, 510, 765, 766, 5000]]
+)
+def test_gaps_round_trip_across_the_filler_boundary(positions: list[int]) -> None:
+    wanted = np.array(positions, dtype=np.int64)
+    gaps = gap_bytes(wanted)
+    assert gaps.size == wanted.size + sum(max(0, int(d) - 1) // 255 for d in np.diff(wanted, prepend=-1))
+    assert np.array_equal(positions_of(gaps), wanted)
+
+
+def _write_v1(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A file as prunekit wrote it before layout 2: bitmask + one blob of byte planes, no layout key."""
+    tensors, index = {}, {}
+    for name, value in state.items():
+        keep = value.reshape(-1).view(torch.int32) != 0
+        planes = value.reshape(-1)[keep].view(torch.uint8).view(-1, 4).t().contiguous().numpy().tobytes()
+        tensors[name + MASK] = _blob(zlib.compress(np.packbits(keep.numpy(), bitorder="little").tobytes()))
+        tensors[name + VALUES] = _blob(zlib.compress(planes))
+        index[name] = [list(value.shape), "float32"]
+    meta = {"format": "sparse_state_dict", "prunekit.sparse": json.dumps(index), "prunekit.aliases": "{}"}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_layout_1_files_stay_readable(tmp_path: Path) -> None:
+    state = {"conv.weight": _pruned((32, 16, 3, 3), 0.9), "fc.weight": _pruned((64, 64), 0.5)}
+    path = tmp_path / "v1.safetensors"
+    _write_v1(state, path)
+    assert detect_format(path).container == "sparse safetensors"
+    assert_bit_identical(read_sparse(path), state)
+    bad = tmp_path / "bad.safetensors"
+    _rewrite(path, bad, {"fc.weight" + MASK: _blob(zlib.compress(b"\xff" * 600))})
+    with pytest.raises(InvalidModelError, match="does not have the size"):
+        read_sparse(bad)
+
+
+def test_low_mantissa_planes_are_stored_as_they_are(tmp_path: Path) -> None:
+    # random mantissa bytes do not deflate: storing them raw is as small and makes loading faster
+    path = tmp_path / "m.safetensors"
+    write_sparse({"w": _pruned((256, 256), 0.9)}, path, {})
+    with safe_open(str(path), framework="pt") as fh:
+        deflated = json.loads(fh.metadata()["prunekit.sparse"])["w"][2]
+        assert fh.metadata()[LAYOUT_KEY] == "2"
+    assert deflated[:2] == [False, False] and deflated[3] is True  # sign + exponent: deflated
 
 
 def test_two_four_bitmask_deflates_below_the_two_bit_index_layout() -> None:
