@@ -155,7 +155,39 @@ def start_production_api(env: dict[str, str], tmp: Path, port: int, workers: int
     return api
 
 
-def status_vs_livez(tmp: Path, key: str, args: argparse.Namespace) -> dict[str, Any]:
+class _Heartbeat:
+    """Writes to the polled job every `interval` seconds from outside the API, as a running job's worker does (lease
+    renewals, progress): each write's NOTIFY drops the job from the API's status cache."""
+
+    def __init__(self, db_url: str, job_id: str, interval: float) -> None:
+        import threading
+
+        self.db_url, self.job_id, self.interval = db_url, job_id, interval
+        self.writes, self._stop = 0, threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> _Heartbeat:
+        if self.interval > 0:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _run(self) -> None:
+        import psycopg
+        from sqlalchemy.engine import make_url
+
+        conninfo = make_url(self.db_url).set(drivername="postgresql").render_as_string(hide_password=False)
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            while not self._stop.wait(self.interval):
+                conn.execute("UPDATE jobs SET percent = %s WHERE id = %s", (self.writes % 100, self.job_id))
+                self.writes += 1
+
+
+def status_vs_livez(tmp: Path, key: str, args: argparse.Namespace, cache: bool) -> dict[str, Any]:
     """GET /v1/jobs/{id} on PostgreSQL against GET /livez of the same server: req/s, latency and their ratio."""
     headers = {"Authorization": f"Bearer {key}"}
     db_name, db_url = create_pg_database()
@@ -164,22 +196,31 @@ def status_vs_livez(tmp: Path, key: str, args: argparse.Namespace) -> dict[str, 
         "PRUNEKIT_DATABASE_URL": db_url, "PRUNEKIT_BROKER_URL": REDIS_URL,
         "PRUNEKIT_BROKER_KEY_PREFIX": f"bench-{secrets.token_hex(4)}:", "PRUNEKIT_STORAGE_DIR": str(tmp / "storage"),
         "PRUNEKIT_API_KEYS": f"bench:{key}", "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+        "PRUNEKIT_STATUS_CACHE": str(cache).lower(),
     })  # fmt: skip
     port = free_port()
     api = start_production_api(env, tmp, port, args.api_workers)
-    result: dict[str, Any] = {"api_workers": args.api_workers, "clients": args.concurrency, "rounds": []}
+    result: dict[str, Any] = {
+        "status_cache": cache, "api_workers": args.api_workers, "clients": args.concurrency, "rounds": [],
+        "job_write_interval_s": args.job_writes,
+    }  # fmt: skip
     try:
         with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
             model = c.post("/v1/files", files={"file": ("m.pt", b"x")}).json()["id"]
             job = c.post("/v1/jobs", json={"spec": json.loads(SPEC), "model_file_id": model}).json()["id"]
         _loadgen(port, f"/v1/jobs/{job}", 2, args.concurrency, headers)  # warm-up: pools, caches
         # Short windows in ABBA order: other load on a shared machine then falls on both endpoints alike.
-        for i in range(args.rounds):
-            runs = {}
-            for name in ("livez", "status") if i % 2 == 0 else ("status", "livez"):
-                path, hdrs = ("/livez", {}) if name == "livez" else (f"/v1/jobs/{job}", headers)
-                runs[name] = _loadgen(port, path, args.window, args.concurrency, hdrs)
-            result["rounds"].append({**runs, "ratio": round(runs["status"]["rps"] / runs["livez"]["rps"], 3)})
+        with _Heartbeat(db_url, job, args.job_writes) as heartbeat:
+            for i in range(args.rounds):
+                runs = {}
+                for name in ("livez", "status") if i % 2 == 0 else ("status", "livez"):
+                    path, hdrs = ("/livez", {}) if name == "livez" else (f"/v1/jobs/{job}", headers)
+                    runs[name] = _loadgen(port, path, args.window, args.concurrency, hdrs)
+                result["rounds"].append({**runs, "ratio": round(runs["status"]["rps"] / runs["livez"]["rps"], 3)})
+        result["job_writes"] = heartbeat.writes
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", headers=headers, timeout=60) as c:
+            # the last write must show: a cache that missed notifications would still serve an older percent
+            wait_for(lambda: c.get(f"/v1/jobs/{job}").json()["percent"] == (heartbeat.writes - 1) % 100, 5, "it")
     finally:
         api.stop()
         drop_pg_database(db_name)
@@ -249,6 +290,10 @@ def main() -> None:
     ap.add_argument("--api-workers", type=int, default=2, help="uvicorn processes for the status benchmark")
     ap.add_argument("--rounds", type=int, default=8, help="status benchmark: rounds of one /livez + one status window")
     ap.add_argument("--window", type=float, default=2, help="status benchmark: seconds per window")
+    ap.add_argument("--status-cache", choices=["on", "off", "both"], default="both", help="status benchmark: runs")
+    ap.add_argument(
+        "--job-writes", type=float, default=1.0, help="status benchmark: seconds between writes to the job (0: none)"
+    )
     args = ap.parse_args()
     results: dict[str, Any] = {
         "machine": f"{platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
@@ -258,7 +303,9 @@ def main() -> None:
     key = "bench-" + secrets.token_hex(6)
     headers = {"Authorization": f"Bearer {key}"}
     results["loadgen_ceiling"] = loadgen_ceiling(tmp, args.seconds, args.concurrency)
-    results["status_vs_livez_postgresql"] = status_vs_livez(tmp, key, args)
+    for cache in (True, False) if args.status_cache == "both" else (args.status_cache == "on",):
+        name = "status_vs_livez_postgresql" + ("" if cache else "_uncached")
+        results[name] = status_vs_livez(tmp, key, args, cache)
     if args.only == "status":
         _report(results, args.json)
         return
