@@ -15,6 +15,7 @@ from worker.engine.errors import UnsupportedError
 from worker.engine.models.builtin import DigitsCNN
 
 STAGES = ["dense", "pruned", "fine_tuned", "quantized"]
+SIZE_GATE = 600_000  # bytes: between the int8 digits MLP (~320 kB as TorchScript) and its float32 form (~1.2 MB)
 
 
 def _check_stages(report, artifact: str) -> None:  # type: ignore[no-untyped-def]
@@ -33,8 +34,13 @@ def _check_stages(report, artifact: str) -> None:  # type: ignore[no-untyped-def
 def test_torch_int8_runs_with_plain_torch_and_is_small(
     method: str, mlp_model: Path, digits_npz: Path, tmp_path: Path
 ) -> None:
-    report = quantized_job(mlp_model, digits_npz, tmp_path, "digits_mlp", method, gates={"max_accuracy_drop": 1})
+    gates = {"max_accuracy_drop": 1, "max_artifact_bytes": SIZE_GATE}
+    report = quantized_job(mlp_model, digits_npz, tmp_path, "digits_mlp", method, gates=gates)
     _check_stages(report, "model.int8.pt")
+    # The size gate holds for what is delivered: the int8 file passes it, the fine-tuned float file would not.
+    size = next(g for g in report.gates if g.name == "max_artifact_bytes")
+    assert size.passed and size.value == (tmp_path / "model.int8.pt").stat().st_size
+    assert report.stages[2].artifact_bytes is not None and report.stages[2].artifact_bytes > SIZE_GATE
     module = torch.jit.load(str(tmp_path / "model.int8.pt")).eval()  # plain torch, no prunekit loader
     arrays = digits_arrays()
     assert report.after is not None
