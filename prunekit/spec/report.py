@@ -456,8 +456,10 @@ class DryRunEstimate(BaseModel):
     file_bytes_before: int = Field(description="Size of the uploaded model file.")
     file_bytes_after: int | None = Field(
         None,
-        description="Estimate: the input file's size scaled by the parameter ratio (structural); mask methods "
-        "store zeros densely, so the file keeps its size (the zipped size shrinks).",
+        description="Estimate: the input file's size scaled by the parameter ratio (structural, "
+        "transformer_structural); mask methods store zeros densely, so the file keeps its size, except with output "
+        "sparse_state_dict: the kept values plus their positions at the mask's entropy (an upper bound; deflate "
+        "makes the file smaller still).",
     )
     method: str = Field("", description="How the estimates were obtained.")
 

@@ -6,8 +6,11 @@ copy of the model, which leaves the input model as it is. Problems are collected
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -33,6 +36,7 @@ from worker.engine.evaluation.sparsity import count_params
 from worker.engine.job_state import JobState
 from worker.engine.models.calling import batch_of, inputs_to
 from worker.engine.models.handle import LoadedModel
+from worker.engine.models.sparse import FORMAT as SPARSE_FORMAT
 from worker.engine.pruning import PruneTarget, plan_targets
 from worker.engine.pruning.fit import split_unfit
 from worker.engine.pruning.ties import unique_parameters
@@ -78,7 +82,7 @@ def plan_pruning(state: JobState, model: LoadedModel, found: Findings) -> Plan:
     """The requested pruning planned on the loaded model (and its sample, when one ran); nothing is pruned."""
     cfg = state.spec.pruning
     if isinstance(cfg, TransformerStructuralPruning):
-        return _transformer_plan(model, cfg, found)
+        return _transformer_plan(state, model, cfg, found)
     if not isinstance(cfg, StructuralPruning):
         return _mask_plan(state, model, cfg, found)
     if model.format == "huggingface":
@@ -146,12 +150,33 @@ def _mask_estimate(state: JobState, model: LoadedModel, targets: list[PruneTarge
         params_after=total - sum(_removed(t) for t in targets),
         macs_before=dense // 2 if dense is not None else None,
         macs_after=effective // 2 if effective is not None else None,
-        file_bytes_before=state.model_path.stat().st_size,
-        file_bytes_after=state.model_path.stat().st_size,
+        file_bytes_before=input_bytes(state.model_path),
+        file_bytes_after=_mask_file_bytes(state, model, targets),
         method="mask: each target at its planned sparsity (a global ranking spreads it unevenly; the total is "
         "the same); MACs are FLOPs / 2 from torch.utils.flop_counter on the sample, after: each op weighted by its "
         "weight's planned density (what a sparse kernel could skip, not a speedup)",
     )
+
+
+def _mask_file_bytes(state: JobState, model: LoadedModel, targets: list[PruneTarget]) -> int:
+    """The input's size (zeros are stored densely), or for sparse_state_dict what survives at the planned rates."""
+    if state.spec.output.format != SPARSE_FORMAT:
+        return input_bytes(state.model_path)
+    planned = {t.name: t.sparsity for t in targets}
+    total = 0
+    for name, param in unique_parameters(model.module)[0]:
+        total += sparse_bytes_estimate(param.numel(), param.element_size(), planned.get(name, 0.0))
+    return total
+
+
+def sparse_bytes_estimate(numel: int, itemsize: int, sparsity: float) -> int:
+    """A sparse_state_dict tensor's bytes: the kept values raw and the gaps at the mask's entropy (an upper-ish bound:
+    deflate also squeezes the sign/exponent bytes: the file is smaller still, tests/worker/engine/test_dry_run.py)."""
+    if sparsity < 0.1:
+        return numel * itemsize  # stored as is
+    kept = numel * (1.0 - sparsity)
+    entropy = -(sparsity * math.log2(sparsity) + (1 - sparsity) * math.log2(1 - sparsity)) if sparsity < 1 else 0.0
+    return round(kept * itemsize + numel * entropy / 8)
 
 
 def _flops(state: JobState, module: torch.nn.Module, fixed_batch: int | None) -> tuple[int, int]:
@@ -184,7 +209,7 @@ def _structural_plan(state: JobState, model: LoadedModel, cfg: StructuralPruning
     if not result.widths and result.params_after >= result.params_before:
         found.blockers.append(StructuralBlocker(message=NOTHING_REMOVED))
         found.add(Code.STRUCTURAL_BLOCKED, NOTHING_REMOVED)
-    size = state.model_path.stat().st_size
+    size = input_bytes(state.model_path)
     estimate = DryRunEstimate(
         params_before=result.params_before,
         params_after=result.params_after,
@@ -241,7 +266,7 @@ def _changed_layers(before: torch.nn.Module, after: torch.nn.Module, names: list
 # --- transformer_structural -----------------------------------------------------------------------------------
 
 
-def _transformer_plan(model: LoadedModel, cfg: TransformerStructuralPruning, found: Findings) -> Plan:
+def _transformer_plan(state: JobState, model: LoadedModel, cfg: TransformerStructuralPruning, found: Findings) -> Plan:
     """The widths the config allows, checked on config.json alone; an illegal ratio is a blocker with the legal ones."""
     from worker.engine.transformer_structural.legality import legal_head_ratios, plan_widths
 
@@ -259,5 +284,36 @@ def _transformer_plan(model: LoadedModel, cfg: TransformerStructuralPruning, fou
         found.blockers.append(StructuralBlocker(message=exc.message, legal_ratios=legal))
         found.add(Code.STRUCTURAL_BLOCKED, exc)
         return Plan()
-    found.notes.append("dry run: the transformer_structural widths are legal; their sizes are not estimated yet")
-    return Plan()
+    return Plan(estimate=_transformer_estimate(state, model, cfg, found))
+
+
+def _transformer_estimate(
+    state: JobState, model: LoadedModel, cfg: TransformerStructuralPruning, found: Findings
+) -> DryRunEstimate | None:
+    """Parameters of the rewritten config (ratios as given, or the target_params search, which needs no data)."""
+    from worker.engine.transformer_structural import choose_widths, params_of
+
+    if cfg.target_speedup is not None:
+        found.notes.append("dry run: target_speedup widths are chosen by timing candidates; sizes not estimated")
+        return None
+    module: Any = model.module
+    total = count_params(module)[0]
+    fits = None
+    if cfg.target_params is not None:
+        limit = cfg.target_params * total
+        fits = lambda widths: (params_of(module.config, model.task, widths) <= limit, None)  # noqa: E731
+    after = params_of(module.config, model.task, choose_widths(module.config, cfg, model.task, fits).widths)
+    size = input_bytes(state.model_path)
+    return DryRunEstimate(
+        params_before=total,
+        params_after=after,
+        file_bytes_before=size,
+        file_bytes_after=round(size * after / max(total, 1)),
+        method="transformer_structural: parameters of the rewritten config built on the meta device (tied weights "
+        "once), file size scaled by the parameter ratio; MACs not counted",
+    )
+
+
+def input_bytes(path: Path) -> int:
+    """Bytes of an uploaded model: a file's size, or the files of a checkpoint folder."""
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size

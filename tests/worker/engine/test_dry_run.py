@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from prunekit.spec import JobSpec
 from prunekit.spec.report import DryRunProblemCode, DryRunReport, Report
 from worker.engine.api import JobInputs, run_job
 from worker.engine.errors import InvalidModelError
 from worker.engine.models.builtin import DigitsCNN
+from worker.engine.models.sparse import write_sparse
 
 Code = DryRunProblemCode
 RESNET = {"architecture": "torchvision/resnet18", "input_shape": [3, 64, 64]}
@@ -149,22 +150,81 @@ def test_a_model_that_cannot_load_fails_the_dry_run(tmp_path: Path) -> None:
         _dry(tmp_path, path, {"model": {"input_shape": [1, 8, 8]}})
 
 
-def test_gqa_transformer_with_an_illegal_head_ratio_names_the_legal_ones(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A GQA causal LM (4 query heads, 2 key/value groups) as a checkpoint archive."""
     import transformers
 
     from tests.worker.engine.huggingface import builders
 
+    folder = tmp_path_factory.mktemp("llama")
     cfg = transformers.LlamaConfig(
         vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
         num_key_value_heads=2, max_position_embeddings=64,
     )  # fmt: skip
     torch.manual_seed(0)
-    transformers.LlamaForCausalLM(cfg).save_pretrained(tmp_path / "tiny-llama")
-    ckpt = builders.archive(tmp_path / "tiny-llama", tmp_path / "llama.tar", "tar")
+    transformers.LlamaForCausalLM(cfg).save_pretrained(folder / "tiny-llama")
+    return builders.archive(folder / "tiny-llama", folder / "llama.tar", "tar")
+
+
+def test_gqa_transformer_with_an_illegal_head_ratio_names_the_legal_ones(tiny_llama: Path, tmp_path: Path) -> None:
     spec = {"data": {"seq_len": 8}, "pruning": {"method": "transformer_structural", "attention_heads": 0.25}}
-    _, dry = _dry(tmp_path, ckpt, spec)
+    _, dry = _dry(tmp_path, tiny_llama, spec)
     assert dry.format == "huggingface" and dry.task == "causal_lm" and dry.forward_ok
     assert Code.STRUCTURAL_BLOCKED in _codes(dry)
     [blocker] = dry.structural_blockers
     assert blocker.legal_ratios == [0.5]  # 2 key/value groups of 2 heads: only a whole group can go
     assert "0.5" in blocker.message
+    assert dry.expected is None
+
+
+def test_legal_transformer_widths_come_with_their_parameter_count(tiny_llama: Path, tmp_path: Path) -> None:
+    import transformers
+
+    ratios = {"attention_heads": 0.5, "mlp": 0.5}
+    spec = {"data": {"seq_len": 8}, "pruning": {"method": "transformer_structural", **ratios}}
+    _, dry = _dry(tmp_path, tiny_llama, spec)
+    assert dry.problems == [] and dry.expected is not None
+    est = dry.expected
+    # what the rewritten config builds: 1 key/value group of 2 heads, 32 MLP channels
+    cfg = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2,
+        num_key_value_heads=1, head_dim=8, max_position_embeddings=64,
+    )  # fmt: skip
+    with torch.device("meta"):
+        want = sum(p.numel() for p in transformers.LlamaForCausalLM(cfg).parameters())
+    assert est.params_after == want < est.params_before
+    assert est.file_bytes_after is not None and est.file_bytes_after < est.file_bytes_before
+
+
+def test_sparse_output_expects_the_size_the_sparse_file_has(resnet18: Path, tmp_path: Path) -> None:
+    spec = {"model": RESNET, "pruning": {"method": "magnitude", "sparsity": 0.9}}
+    _, dense_dry = _dry(tmp_path / "dense", resnet18, spec)
+    _, dry = _dry(tmp_path / "sparse", resnet18, {**spec, "output": {"format": "sparse_state_dict"}})
+    assert dry.expected is not None and dense_dry.expected is not None
+    assert dense_dry.expected.file_bytes_after == resnet18.stat().st_size  # zeros stored densely
+    # the same layers at the same rates, really written: the estimate is an upper bound, and not a loose one
+    model = torchvision.models.resnet18(weights=None)
+    model.load_state_dict(load_file(str(resnet18)))
+    planned = {row.name: 1 - row.params_after / row.params for row in dry.prunable}
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in planned:
+                cut = param.abs().flatten().kthvalue(round(param.numel() * planned[name])).values
+                param.masked_fill_(param.abs() <= cut, 0.0)
+    write_sparse(model.state_dict(), tmp_path / "m.sparse.safetensors", {})
+    written = (tmp_path / "m.sparse.safetensors").stat().st_size
+    assert written <= dry.expected.file_bytes_after <= 1.35 * written
+    assert dry.expected.file_bytes_after < 0.2 * resnet18.stat().st_size  # fc (the classifier) stays dense
+
+
+def test_a_parameter_budget_is_searched_without_data(tiny_llama: Path, tmp_path: Path) -> None:
+    budget = {"attention_heads": 0.5, "mlp": 0.75, "target_params": 0.9}
+    _, dry = _dry(
+        tmp_path, tiny_llama, {"data": {"seq_len": 8}, "pruning": {"method": "transformer_structural", **budget}}
+    )
+    assert dry.problems == [] and dry.expected is not None
+    assert dry.expected.params_after <= 0.9 * dry.expected.params_before
+    timed_report, timed = _dry(tmp_path / "t", tiny_llama, {"data": {"seq_len": 8}, "pruning": {
+        "method": "transformer_structural", "attention_heads": 0.5, "target_speedup": 1.2}})  # fmt: skip
+    assert timed.expected is None and any("target_speedup" in n for n in timed_report.notes)
