@@ -16,6 +16,14 @@ def check_quantizable(state: JobState, model: LoadedModel, out_fmt: str, spec: Q
             f"{model.format} model has none to swap: give a state-dict (with model.architecture) or a Hugging Face "
             "checkpoint, or use int8_static_onnx"
         )
+    if spec.method in INT8_TORCH_METHODS and model.hf_source is not None:
+        # The int8 artifact is a traced TorchScript program: a transformers model traced at one batch and sequence
+        # shape fails at any other (its masking code turns shapes into constants), so it would not be deliverable.
+        raise UnsupportedError(
+            f"quantization.method '{spec.method}' delivers a traced TorchScript program, and a Hugging Face model "
+            "traced at one input shape does not run at another: use bfloat16 or float16 (a checkpoint that loads "
+            "with from_pretrained)"
+        )
     if spec.method == "int8_static_onnx" and (state.data is None or len(state.data.x_train) == 0):
         raise InvalidSpecError(
             "quantization.method 'int8_static_onnx' calibrates activation ranges on training rows: give a dataset"
