@@ -12,8 +12,9 @@ Layout (version 2, metadata ``prunekit.sparse_layout``; README "Sparse artifacts
 - every other tensor under its own name, as is (dense tensors, integer buffers, tensors too dense to gain).
 
 Gaps rather than version 1's bitmask (still read, sparse_decode.decode_v1) because restoring from gaps costs one
-cumulative sum over the kept elements instead of a scan of every element: at 90% sparsity 10x fewer, and the
-deflated gaps are no larger than the deflated bitmask. N:M (2:4) masks use the same gaps.
+cumulative sum over the kept elements instead of a scan of every element: at 90% sparsity 10x fewer; deflated,
+the gaps cost what the bitmask did at 90-95% sparsity and ~3% more file at 50% and 2:4 (docs/benchmarks.md
+section 9). N:M (2:4) masks use the same gaps.
 Restoring gives the same bits: ``torch.equal`` on the bit patterns, not within a tolerance.
 benchmarks/bench_sparse_storage.py measures the choices.
 """
@@ -25,6 +26,7 @@ import math
 import os
 import zlib
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +39,7 @@ from worker.engine.models.sparse_decode import BYTE, FILLER_STEP, GAPS, MASK, VA
 
 __all__ = [
     "ALIASES_KEY", "FORMAT", "INDEX_KEY", "LAYOUT", "LAYOUT_KEY", "SparseParts", "encode_state", "encode_tensor",
-    "read_sparse", "tied_aliases", "write_sparse",
+    "gap_bytes", "read_sparse", "tied_aliases", "write_sparse",
 ]  # fmt: skip
 
 FORMAT = "sparse_state_dict"
@@ -53,11 +55,12 @@ _INT_OF: dict[int, torch.dtype] = {1: torch.uint8, 2: torch.int16, 4: torch.int3
 _DTYPES = {"float16", "bfloat16", "float32", "float64"}
 
 
+@dataclass(frozen=True)
 class SparseParts:
     """One tensor's encoded entries ({suffix: bytes}) and which of its byte planes are deflated."""
 
-    def __init__(self, parts: dict[str, bytes], deflated: list[bool]) -> None:
-        self.parts, self.deflated = parts, deflated
+    parts: dict[str, bytes]
+    deflated: list[bool]
 
     @property
     def nbytes(self) -> int:
