@@ -150,7 +150,7 @@ def _mask_estimate(state: JobState, model: LoadedModel, targets: list[PruneTarge
         params_after=total - sum(_removed(t) for t in targets),
         macs_before=dense // 2 if dense is not None else None,
         macs_after=effective // 2 if effective is not None else None,
-        file_bytes_before=input_bytes(state.model_path),
+        file_bytes_before=_input_bytes(state.model_path),
         file_bytes_after=_mask_file_bytes(state, model, targets),
         method="mask: each target at its planned sparsity (a global ranking spreads it unevenly; the total is "
         "the same); MACs are FLOPs / 2 from torch.utils.flop_counter on the sample, after: each op weighted by its "
@@ -161,15 +161,15 @@ def _mask_estimate(state: JobState, model: LoadedModel, targets: list[PruneTarge
 def _mask_file_bytes(state: JobState, model: LoadedModel, targets: list[PruneTarget]) -> int:
     """The input's size (zeros are stored densely), or for sparse_state_dict what survives at the planned rates."""
     if state.spec.output.format != SPARSE_FORMAT:
-        return input_bytes(state.model_path)
+        return _input_bytes(state.model_path)
     planned = {t.name: t.sparsity for t in targets}
     total = 0
     for name, param in unique_parameters(model.module)[0]:
-        total += sparse_bytes_estimate(param.numel(), param.element_size(), planned.get(name, 0.0))
+        total += _sparse_bytes(param.numel(), param.element_size(), planned.get(name, 0.0))
     return total
 
 
-def sparse_bytes_estimate(numel: int, itemsize: int, sparsity: float) -> int:
+def _sparse_bytes(numel: int, itemsize: int, sparsity: float) -> int:
     """A sparse_state_dict tensor's bytes: the kept values raw and the gaps at the mask's entropy (an upper-ish bound:
     deflate also squeezes the sign/exponent bytes: the file is smaller still, tests/worker/engine/test_dry_run.py)."""
     if sparsity < 0.1:
@@ -209,7 +209,7 @@ def _structural_plan(state: JobState, model: LoadedModel, cfg: StructuralPruning
     if not result.widths and result.params_after >= result.params_before:
         found.blockers.append(StructuralBlocker(message=NOTHING_REMOVED))
         found.add(Code.STRUCTURAL_BLOCKED, NOTHING_REMOVED)
-    size = input_bytes(state.model_path)
+    size = _input_bytes(state.model_path)
     estimate = DryRunEstimate(
         params_before=result.params_before,
         params_after=result.params_after,
@@ -303,7 +303,7 @@ def _transformer_estimate(
         limit = cfg.target_params * total
         fits = lambda widths: (params_of(module.config, model.task, widths) <= limit, None)  # noqa: E731
     after = params_of(module.config, model.task, choose_widths(module.config, cfg, model.task, fits).widths)
-    size = input_bytes(state.model_path)
+    size = _input_bytes(state.model_path)
     return DryRunEstimate(
         params_before=total,
         params_after=after,
@@ -314,6 +314,6 @@ def _transformer_estimate(
     )
 
 
-def input_bytes(path: Path) -> int:
+def _input_bytes(path: Path) -> int:
     """Bytes of an uploaded model: a file's size, or the files of a checkpoint folder."""
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) if path.is_dir() else path.stat().st_size
