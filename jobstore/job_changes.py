@@ -92,8 +92,11 @@ def _conninfo(database_url: str) -> str:
 class JobChangeListener:
     """LISTEN on a connection of its own and invalidate `cache` per notification; reconnect when it drops."""
 
+    _MAX_RETRY_SECONDS = 30.0  # while the database is down, one warning (and one attempt) per this at most
+
     def __init__(self, database_url: str, cache: StatusCache, retry_seconds: float = 1.0) -> None:
         self._conninfo, self.cache, self.retry_seconds = _conninfo(database_url), cache, retry_seconds
+        self._delay = retry_seconds
 
     async def run(self) -> None:
         while True:
@@ -103,12 +106,14 @@ class JobChangeListener:
                 log.warning("job change listener lost its connection (%s); status reads go to the database", exc)
             finally:
                 self.cache.set_live(False)
-            await asyncio.sleep(self.retry_seconds)
+            await asyncio.sleep(self._delay)
+            self._delay = min(2 * self._delay, self._MAX_RETRY_SECONDS)
 
     async def _listen(self) -> None:
         async with await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True) as conn:
             await conn.execute(f"LISTEN {CHANNEL}")
             self.cache.set_live(True)  # from here on every change reaches us
+            self._delay = self.retry_seconds
             async for note in conn.notifies():
                 self.cache.invalidate(note.payload)
 
