@@ -10,16 +10,17 @@ to exclude it). Trained weights have another value distribution: their values de
 Columns: dense = the state_dict as .safetensors; zlib = that file deflated (level 6); raw = bitmask + values with no
 deflate; layout 1 = prunekit's earlier layout (deflated bitmask + deflated byte planes); sparse = the
 sparse_state_dict file as prunekit writes it (layout 2: deflated position gaps + byte planes, deflated where that
-saves 15%); variants of it without the byte-plane split and at zlib level 9. Floors: "mask H + raw values" = the
-bitmask at its entropy (bits per element by the kept share of each tensor) + the kept values' raw bytes + the dense
-tensors; "mask H + value H0" also replaces the values by their order-0 entropy per byte plane (what a byte-wise
-entropy coder could reach without modelling more). Load time: median of --repeats rounds (after one warm-up round)
-from the page cache, each round running every way once, interleaved: the dense file with safetensors.load_file
-(lazy: tensors map the file), the same + load_state_dict into resnet18 (the bytes are read), the README loader, the
-README loader + load_state_dict, and the engine's checked reader; then the two "+ into model" loads again with the
-file dropped from the page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a
-download); ratio = median over rounds of (sparse + into model) / (dense + into model), cold ratio the same for the
-cold loads. Bit-identical: every restored tensor's bytes equal the masked model's."""
+saves 15%; a run of more than 255 zeros stores a zero every 255 positions); variants of it without the byte-plane
+split and at zlib level 9. Floors: "mask H + raw values" = the bitmask at its entropy (bits per element by the kept
+share of each tensor) + the kept values' raw bytes + the dense tensors; "mask H + value H0" also replaces the values
+by their order-0 entropy per byte plane (what a byte-wise entropy coder could reach without modelling more). Load
+time: median of --repeats rounds (after one warm-up round) from the page cache, each round running every way once,
+interleaved: the dense file with safetensors.load_file (lazy: tensors map the file), the same + load_state_dict into
+resnet18 (the bytes are read), the README loader, the README loader + load_state_dict, and the engine's checked
+reader; then, in rounds of their own after all the warm ones, the two "+ into model" loads with the file dropped
+from the page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a download); ratio =
+median over rounds of (sparse + into model) / (dense + into model), cold ratio the same for the cold loads. Bit-
+identical: every restored tensor's bytes equal the masked model's."""
 
 from __future__ import annotations
 
@@ -136,34 +137,42 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
 
 
 def load_times(folder: Path, repeats: int) -> dict[str, float]:
-    """Median seconds of each way to load, the ways interleaved in every round so load on the machine hits all."""
+    """Median seconds of each way to load: warm rounds, then cold rounds; within a round the ways interleave."""
     load_sparse = readme_loader()
     target = torchvision.models.resnet18(weights=None)
     dense, sparse_path = str(folder / "dense.safetensors"), str(folder / "model.sparse.safetensors")
-    ways: dict[str, Callable[[], object]] = {
+    warm: dict[str, Callable[[], object]] = {
         "dense_load": lambda: load_file(dense),
         "dense_into_model": lambda: target.load_state_dict(load_file(dense)),
         "sparse_load": lambda: load_sparse(sparse_path),
         "sparse_into_model": lambda: target.load_state_dict(load_sparse(sparse_path)),
         "engine_read": lambda: sparse.read_sparse(sparse_path),
     }
-    cold = {"dense_cold": ways["dense_into_model"], "sparse_cold": ways["sparse_into_model"]}
-    paths = {"dense_cold": dense, "sparse_cold": sparse_path}
-    times: dict[str, list[float]] = {name: [] for name in [*ways, *cold]}
-    os.sync()  # written pages must be clean for the kernel to drop them from the page cache
+    cold = {"dense_cold": (dense, warm["dense_into_model"]), "sparse_cold": (sparse_path, warm["sparse_into_model"])}
+    times: dict[str, list[float]] = {name: [] for name in [*warm, *cold]}
+    # Warm rounds first and apart: a file read back after posix_fadvise(DONTNEED) loads about 2x slower from the page
+    # cache afterwards than one written and read normally (measured here), which would flatter the sparse ratio.
     for round_ in range(repeats + 1):  # round 0 warms up
-        for name, fn in [*ways.items(), *cold.items()]:
-            if name in paths:
-                _evict(paths[name])
-            started = time.perf_counter()
-            fn()
+        for name, fn in warm.items():
+            elapsed = _timed(fn)
             if round_:
-                times[name].append(time.perf_counter() - started)
+                times[name].append(elapsed)
+    os.sync()  # written pages must be clean for the kernel to drop them from the page cache
+    for _ in range(repeats):
+        for name, (path, fn) in cold.items():
+            _evict(path)
+            times[name].append(_timed(fn))
     out = {name: statistics.median(values) for name, values in times.items()}
     pairs = {"load_ratio": ("sparse_into_model", "dense_into_model"), "cold_ratio": ("sparse_cold", "dense_cold")}
     for ratio, (num, den) in pairs.items():
         out[ratio] = statistics.median(s / d for s, d in zip(times[num], times[den], strict=True))  # per round
     return out
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    started = time.perf_counter()
+    fn()
+    return time.perf_counter() - started
 
 
 def _evict(path: str) -> None:

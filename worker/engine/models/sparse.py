@@ -3,10 +3,11 @@
 Layout (version 2, metadata ``prunekit.sparse_layout``; README "Sparse artifacts" has the plain-torch loader):
 
 - metadata ``prunekit.sparse``: JSON ``{name: [shape, dtype, [plane i deflated?, ...]]}`` of every sparse tensor;
-- ``<name>.__gaps``: uint8, zlib of the distances between consecutive kept elements in row-major order (the first
-  counted from -1); a 0 byte advances 255 positions without an element, for longer gaps. An element is kept when
-  its bit pattern is not all zeros, so -0.0 is kept as a value;
-- ``<name>.__byte<i>``: uint8, byte i of every kept element (little-endian byte planes), zlib-deflated where that
+- ``<name>.__gaps``: uint8, zlib of the distances (1 to 255) between consecutive stored elements in row-major order,
+  the first counted from -1. Stored are the elements whose bit pattern is not all zeros (so -0.0 is kept as a
+  value), plus a zero every 255 positions inside a longer run of zeros, so that every distance fits a byte and
+  restoring needs no special case;
+- ``<name>.__byte<i>``: uint8, byte i of every stored element (little-endian byte planes), zlib-deflated where that
   saves at least 15%: the sign/exponent planes of floats compress, the low mantissa planes barely, and storing
   those as they are saves their inflate time at load;
 - every other tensor under its own name, as is (dense tensors, integer buffers, tensors too dense to gain).
@@ -35,11 +36,11 @@ import torch
 
 from worker.engine.errors import InvalidModelError
 from worker.engine.models.formats import SPARSE_INDEX as INDEX_KEY
-from worker.engine.models.sparse_decode import BYTE, FILLER_STEP, GAPS, MASK, VALUES, decode_v1, decode_v2
+from worker.engine.models.sparse_decode import BYTE, GAPS, MASK, MAX_GAP, VALUES, decode_v1, decode_v2
 
 __all__ = [
     "ALIASES_KEY", "FORMAT", "INDEX_KEY", "LAYOUT", "LAYOUT_KEY", "SparseParts", "encode_state", "encode_tensor",
-    "gap_bytes", "read_sparse", "tied_aliases", "write_sparse",
+    "gap_bytes", "read_sparse", "stored_positions", "tied_aliases", "write_sparse",
 ]  # fmt: skip
 
 FORMAT = "sparse_state_dict"
@@ -72,13 +73,21 @@ def _bits_set(tensor: torch.Tensor) -> torch.Tensor:
     return tensor.reshape(-1).view(_INT_OF[tensor.element_size()]) != 0
 
 
+def stored_positions(nonzero: np.ndarray) -> np.ndarray:
+    """Increasing positions to store: the nonzero ones, plus one every 255 inside each longer gap (a stored zero)."""
+    distances = np.diff(nonzero, prepend=-1)
+    fillers = (distances - 1) // MAX_GAP
+    if not fillers.any():
+        return nonzero
+    owner = np.repeat(np.arange(len(nonzero)), fillers)  # the position each filler precedes
+    step = np.arange(int(fillers.sum())) - np.repeat(np.cumsum(fillers) - fillers, fillers) + 1  # 1, 2, ... per gap
+    filled = (nonzero - distances)[owner] + MAX_GAP * step
+    return np.sort(np.concatenate([nonzero, filled]))
+
+
 def gap_bytes(positions: np.ndarray) -> np.ndarray:
-    """The gap encoding of increasing positions: distances from the previous (from -1), 0 bytes for each 255 over."""
-    distances = np.diff(positions, prepend=-1)
-    fillers = (distances - 1) // FILLER_STEP
-    out = np.zeros(len(distances) + int(fillers.sum()), dtype=np.uint8)
-    out[np.arange(len(distances)) + np.cumsum(fillers)] = distances - fillers * FILLER_STEP
-    return out
+    """Distances between increasing positions (the first from -1), each at most 255 (see stored_positions)."""
+    return np.diff(positions, prepend=-1).astype(np.uint8)
 
 
 def _plane(data: bytes, level: int) -> tuple[bytes, bool]:
@@ -90,10 +99,9 @@ def _plane(data: bytes, level: int) -> tuple[bytes, bool]:
 
 def encode_tensor(tensor: torch.Tensor, level: int = _LEVEL) -> SparseParts:
     """The deflated position gaps and the byte planes (deflated where worth it) of one floating tensor."""
-    keep = _bits_set(tensor)
-    positions = np.flatnonzero(keep.numpy())
+    positions = stored_positions(np.flatnonzero(_bits_set(tensor).numpy()))
     parts = {GAPS: zlib.compress(gap_bytes(positions).tobytes(), level)}
-    values = tensor.reshape(-1)[keep]
+    values = tensor.reshape(-1)[torch.from_numpy(positions)]
     planes = values.view(torch.uint8).view(-1, tensor.element_size()).t().contiguous().numpy()
     deflated = []
     for i, plane in enumerate(planes):

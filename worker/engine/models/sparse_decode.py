@@ -14,11 +14,11 @@ import torch
 
 from worker.engine.errors import InvalidModelError
 
-__all__ = ["BYTE", "GAPS", "MASK", "VALUES", "decode_v1", "decode_v2", "positions_of"]
+__all__ = ["BYTE", "GAPS", "MASK", "MAX_GAP", "VALUES", "decode_v1", "decode_v2", "positions_of"]
 
 GAPS, BYTE = ".__gaps", ".__byte"  # version 2: kept positions as gaps; byte plane i of the kept values
 MASK, VALUES = ".__mask", ".__values"  # version 1: bitmask; all byte planes in one blob
-FILLER_STEP = 255  # a gap byte of 0 advances this far without an element (gaps longer than a byte holds)
+MAX_GAP = 255  # the longest distance a gap byte holds; longer runs of zeros store a zero every MAX_GAP positions
 
 
 def _inflate(blob: np.ndarray, limit: int, what: str) -> bytes:
@@ -41,11 +41,9 @@ def _inflate_exactly(blob: np.ndarray, size: int, what: str) -> bytes:
 
 
 def positions_of(gaps: np.ndarray) -> np.ndarray:
-    """Kept element positions from gap bytes: each byte is the distance from the previous kept one (0: +255, none)."""
-    steps = np.where(gaps == 0, FILLER_STEP, gaps)
+    """Stored element positions from gap bytes, each the distance (1 to 255) from the previous stored element."""
     # int32 where it cannot overflow: numpy's int32 cumulative sum of bytes runs ~10x faster than its int64 one
-    at = np.int32 if gaps.size * FILLER_STEP < 2**31 else np.int64
-    return (np.cumsum(steps, dtype=at) - 1)[gaps != 0]
+    return np.cumsum(gaps, dtype=np.int32 if gaps.size * MAX_GAP < 2**31 else np.int64) - 1
 
 
 def _scatter(positions: np.ndarray, planes: list[np.ndarray], shape: list[int], dtype: torch.dtype) -> torch.Tensor:
@@ -61,6 +59,8 @@ def decode_v2(part: dict[str, np.ndarray], shape: list[int], dtype: str, deflate
     torch_dtype: torch.dtype = getattr(torch, dtype)
     numel = math.prod(shape)
     gaps = np.frombuffer(_inflate(part[GAPS], numel, "position gaps"), dtype=np.uint8)
+    if not gaps.all():
+        raise InvalidModelError("the sparse file's position gaps hold a 0 (two elements at one position)")
     positions = positions_of(gaps)
     if positions.size and int(positions[-1]) >= numel:
         raise InvalidModelError("the sparse file's position gaps run past the end of their tensor")

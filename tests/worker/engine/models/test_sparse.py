@@ -17,7 +17,7 @@ from safetensors.torch import save_file
 from worker.engine.errors import InvalidModelError
 from worker.engine.models.formats import detect_format
 from worker.engine.models.loading import load_state_dict_file
-from worker.engine.models.sparse import LAYOUT_KEY, gap_bytes, read_sparse, write_sparse
+from worker.engine.models.sparse import LAYOUT_KEY, gap_bytes, read_sparse, stored_positions, write_sparse
 from worker.engine.models.sparse_decode import BYTE, GAPS, MASK, VALUES, positions_of
 
 README = Path(__file__).resolve().parents[4] / "README.md"
@@ -152,7 +152,8 @@ def _blob(data: bytes) -> torch.Tensor:
         ({"w" + BYTE + "3": _blob(zlib.compress(b"\x01" * 12))}, "does not have the size"),
         ({"w" + BYTE + "0": _blob(b"\x01" * 12)}, "does not have the size its gaps declare"),
         ({"w" + GAPS: _blob(zlib.compress(b"\x01" * 2000))}, "does not have the size"),
-        ({"w" + GAPS: _blob(zlib.compress(b"\x00" * 5 + b"\x01"))}, "run past the end"),
+        ({"w" + GAPS: _blob(zlib.compress(b"\xff" * 5))}, "run past the end"),
+        ({"w" + GAPS: _blob(zlib.compress(b"\x01\x00\x01"))}, "hold a 0"),
         ({"index": {"w": [[1020], "float32", [False, False, False, True]]}}, "run past the end"),
         ({"index": {"w": [[1024], "float32", [True]]}}, "does not list its byte planes"),
         ({"index": {"w": [[1024], "int64", [True] * 8]}}, "not \\[shape, dtype, planes\\]"),
@@ -187,13 +188,29 @@ def test_a_part_that_inflates_past_its_tensor_is_not_inflated(tmp_path: Path, pa
 
 
 @pytest.mark.parametrize(
-    "positions", [[], [0], [5], [254], [255], [256], [0, 1, 2], [3, 600, 601, 1200], [509, 510, 765, 766, 5000]]
+    "nonzero", [[], [0], [5], [254], [255], [256], [0, 1, 2], [3, 600, 601, 1200], [509, 510, 765, 766, 5000]]
 )
-def test_gaps_round_trip_across_the_filler_boundary(positions: list[int]) -> None:
-    wanted = np.array(positions, dtype=np.int64)
-    gaps = gap_bytes(wanted)
-    assert gaps.size == wanted.size + sum(max(0, int(d) - 1) // 255 for d in np.diff(wanted, prepend=-1))
-    assert np.array_equal(positions_of(gaps), wanted)
+def test_long_runs_of_zeros_store_a_zero_every_255_positions(nonzero: list[int]) -> None:
+    wanted = np.array(nonzero, dtype=np.int64)
+    stored = stored_positions(wanted)
+    assert set(wanted.tolist()) <= set(stored.tolist())
+    gaps = np.diff(stored, prepend=-1)
+    assert gaps.size == 0 or (gaps.min() >= 1 and gaps.max() <= 255)  # every distance fits a byte
+    extra = sum(max(0, int(d) - 1) // 255 for d in np.diff(wanted, prepend=-1))
+    assert stored.size == wanted.size + extra  # no more fillers than the gaps need
+    assert np.array_equal(positions_of(gap_bytes(stored)), stored)
+
+
+def test_a_nearly_empty_tensor_restores_exactly(tmp_path: Path) -> None:
+    w = torch.zeros(100_000)
+    w[[7, 70_000, 99_999]] = torch.tensor([1.5, -2.0, 3.0])  # runs of zeros far longer than a byte's gap
+    path = tmp_path / "m.safetensors"
+    write_sparse({"w": w}, path, {})
+    assert_bit_identical(read_sparse(path), {"w": w})
+    scope: dict[str, object] = {}
+    exec(readme_loader(), scope)
+    assert_bit_identical(scope["load_sparse"](str(path)), {"w": w})  # type: ignore[operator]
+    assert path.stat().st_size < 4000
 
 
 def _write_v1(state: dict[str, torch.Tensor], path: Path) -> None:
