@@ -40,9 +40,11 @@ class _Entry:
 class StatusCache:
     """Serialized Job bodies by job id, for its owner only; empty and bypassed while not `live`."""
 
-    def __init__(self, ttl: float, max_entries: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
-        self.ttl, self.max_entries, self._clock = ttl, max_entries, clock
+    def __init__(self, ttl: float, max_bytes: int = 64 * 1024**2, clock: Callable[[], float] = time.monotonic) -> None:
+        # Bounded by bytes, not entries: a job's body carries its spec, which a tenant controls (up to a form field).
+        self.ttl, self.max_bytes, self._clock = ttl, max_bytes, clock
         self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._bytes = 0
         self._generation = 0  # bumped by every invalidation: a read that started before one must not be stored
         self._lock = threading.Lock()  # the API's own writes invalidate from worker threads (sync routes)
         self.live = False
@@ -57,7 +59,7 @@ class StatusCache:
             if entry is None or entry.owner != owner:
                 return None
             if self._clock() - entry.stored_at > self.ttl:
-                del self._entries[job_id]
+                self._drop(job_id)
                 return None
             self._entries.move_to_end(job_id)
             return entry.body
@@ -66,22 +68,31 @@ class StatusCache:
         with self._lock:
             if not self.live or token != self._generation:
                 return  # a change arrived while the body was being read: it may already be stale
+            if len(body) > self.max_bytes:
+                return
+            self._drop(job_id)
             self._entries[job_id] = _Entry(owner, body, self._clock())
-            self._entries.move_to_end(job_id)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+            self._bytes += len(body)
+            while self._bytes > self.max_bytes:
+                self._drop(next(iter(self._entries)))  # least recently used first
 
     def invalidate(self, job_id: str) -> None:
         with self._lock:
             self._generation += 1
-            self._entries.pop(job_id, None)
+            self._drop(job_id)
 
     def set_live(self, live: bool) -> None:
         """Trust the cache (listening) or not (connection lost); either way, forget what was cached."""
         with self._lock:
             self._generation += 1
             self._entries.clear()
+            self._bytes = 0
             self.live = live
+
+    def _drop(self, job_id: str) -> None:
+        entry = self._entries.pop(job_id, None)
+        if entry is not None:
+            self._bytes -= len(entry.body)
 
 
 def _conninfo(database_url: str) -> str:

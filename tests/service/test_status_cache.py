@@ -33,7 +33,7 @@ class FakeClock:
 
 def _live(ttl: float = 10.0) -> tuple[StatusCache, FakeClock]:
     clock = FakeClock()
-    cache = StatusCache(ttl, max_entries=3, clock=clock)
+    cache = StatusCache(ttl, max_bytes=6, clock=clock)
     cache.set_live(True)
     return cache, clock
 
@@ -62,7 +62,12 @@ def test_an_offline_cache_holds_nothing_and_entries_are_bounded() -> None:
     cache, _ = _live()
     for i in range(5):
         cache.put(f"j{i}", "alice", b"{}", cache.token())
-    assert [cache.get(f"j{i}", "alice") for i in range(5)] == [None, None, b"{}", b"{}", b"{}"]
+    assert [cache.get(f"j{i}", "alice") for i in range(5)] == [None, None, b"{}", b"{}", b"{}"]  # 6 bytes at most
+    cache.get("j2", "alice")  # now the most recently used
+    cache.put("j5", "alice", b"{}", cache.token())
+    assert cache.get("j3", "alice") is None and cache.get("j2", "alice") == b"{}"
+    cache.put("big", "alice", b"{too large}", cache.token())  # larger than the whole cache: not kept, evicts nothing
+    assert cache.get("big", "alice") is None and cache.get("j5", "alice") == b"{}"
     cache.set_live(False)
     assert cache.get("j4", "alice") is None
     cache.put("j4", "alice", b"{}", cache.token())
