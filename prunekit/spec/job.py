@@ -275,6 +275,15 @@ class JobSpec(_Strict):
     search: SearchSpec | None = None
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    device_memory_gib: float | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Compress jobs: the device memory the model may fill (default: 90% of the GPU's free memory; "
+        "unlimited on CPU). A model whose weights, twice over (it and its unpruned original), exceed it runs with "
+        "its blocks (transformer layers) in host memory, each copied to the device for its own forward: one-shot "
+        "pruning (magnitude, random, wanda, sparsegpt) and evaluation only, no fine-tuning or quantization.",
+    )
     queue: Literal["auto", "cpu", "gpu"] = Field("auto", description="Service only: which worker pool runs the job.")
 
     @model_validator(mode="before")

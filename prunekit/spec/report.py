@@ -398,6 +398,7 @@ class DryRunProblemCode(StrEnum):
     NEEDS_DATA = "needs_data"  # the method needs data the job does not have (calibration, taylor importance)
     STRUCTURAL_BLOCKED = "structural_blocked"  # structural pruning cannot run on this model
     OUTPUT_FORMAT = "output_format"  # output.format is not possible for this input
+    DEVICE_MEMORY = "device_memory"  # the model does not fit the device memory for what the spec asks of it
 
 
 class DryRunProblem(BaseModel):

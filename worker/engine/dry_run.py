@@ -23,7 +23,7 @@ from prunekit.spec.report import (
 )
 from worker.engine.dry_run_plan import Findings, Plan, plan_pruning
 from worker.engine.environment import describe_environment
-from worker.engine.errors import EngineError, InvalidSpecError, UnsupportedError
+from worker.engine.errors import EngineError, InvalidSpecError, ResourceLimitError, UnsupportedError
 from worker.engine.evaluation.flops import FLOPS_METHOD
 from worker.engine.evaluation.sparsity import count_params
 from worker.engine.inputs import first_forward
@@ -129,7 +129,12 @@ def load_sample(state: JobState, model: LoadedModel, data_path: Path | None, fou
         state.data = data
         return source
     source = _source(state, model)
-    model.module.to(state.device)
+    try:
+        state.place(model.module)  # streamed when too large for the device: the full job would refuse or stream
+    except ResourceLimitError as exc:
+        found.add(Code.DEVICE_MEMORY, exc)
+        if state.offload is None:  # not even one block at a time: nothing can run
+            return source
     model.set_train(False)
     try:
         out = first_forward(model, state.inputs, state.device, from_data=state.data is not None)
@@ -212,6 +217,7 @@ def _report(
         "dry_run.expected are estimates",
         *(state.data.notes if state.data is not None else []),
         *found.notes,
+        *([state.offload.note(state.device)] if state.offload is not None else []),
     ]
     return Report(
         kind="dry_run",

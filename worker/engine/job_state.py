@@ -12,6 +12,8 @@ import torch
 
 from prunekit.spec import JobSpec
 from worker.engine.data import Dataset
+from worker.engine.errors import ResourceLimitError
+from worker.engine.models.offload import Offload, device_budget, offload_blockers, place, stream_blocks
 from worker.engine.progress import StageProgress
 
 
@@ -29,6 +31,24 @@ class JobState:
     task: str = "classification"  # worker.engine.tasks.EvalTask: how outputs are read and what is measured
     teacher: torch.nn.Module | None = None  # the unpruned model, for distillation computed batch by batch
     stage_seconds: dict[str, float] = field(default_factory=dict)
+    offload: Offload | None = None  # set when the model did not fit the device: its blocks are streamed
+
+    def place(self, module: torch.nn.Module) -> None:
+        """Put a model of this job on its device: whole, or with its blocks streamed (models.offload) when the job's
+        model does not fit; a spec that needs the whole model on the device is refused then, before any work."""
+        if self.offload is not None:
+            stream_blocks(module, self.device, self.offload.budget)
+            return
+        self.offload = place(module, self.device, device_budget(self.spec, self.device))
+        if self.offload is None:
+            return
+        blockers = offload_blockers(self.spec)
+        if blockers:
+            raise ResourceLimitError(
+                f"{self.offload.note(self.device)}. That runs forward passes only, and this job asks for "
+                f"{'; '.join(blockers)}: use a device with more memory, or drop those"
+            )
+        self.notes.append(self.offload.note(self.device))
 
     @contextmanager
     def stage(self, name: str, message: str = "") -> Iterator[None]:

@@ -108,7 +108,7 @@ def same_format_baseline(state: JobState, original: LoadedModel, fmt: str, folde
         return original
     path = save_model(original, folder, fmt, state.inputs)  # type: ignore[arg-type]
     baseline = load_model(path, ModelSpec(format=fmt))
-    baseline.module.to(state.device)
+    state.place(baseline.module)
     baseline.set_train(False)
     return baseline
 

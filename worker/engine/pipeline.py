@@ -75,7 +75,7 @@ def _load_inputs(state: JobState, data_path: Path | None) -> LoadedModel:
         attach_data(state, model, data_path)
     state.inputs = _example_sample(state, model)
     state.sample = next(iter(state.inputs.values()))
-    model.module.to(state.device)
+    state.place(model.module)
     model.set_train(False)
     out = first_forward(model, state.inputs, state.device, from_data=state.data is not None)
     if state.data is not None:
@@ -112,7 +112,7 @@ def run_compress(
     with state.stage("evaluate", "re-measuring the saved artifact"):
         # Everything "after" is measured on the artifact as reloaded, i.e. what the user downloads.
         reloaded = _reload(state, model, artifact, out_fmt)
-        reloaded.module.to(device)
+        state.place(reloaded.module)
         after = measure(state, reloaded, artifact)
         time_both(state, original, reloaded, before, after)
         sparsity = sparsity_stats(reloaded.module, set(outcome.target_names), strategy.target_sparsity)

@@ -76,24 +76,43 @@ def _split_hidden(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[torch.
     return (hidden if isinstance(hidden, torch.Tensor) else None), BlockCall(args, rest, keyword=True)
 
 
-Seen = list[list[tuple[torch.Tensor | None, BlockCall, torch.Tensor | None]]]  # per block: (input, call, output)
+@dataclass
+class _Seen:
+    """One forward's block calls: each block's call and whether its input was the previous block's output."""
+
+    blocks: int
+    calls: list[list[tuple[BlockCall, bool]]]
+    first: torch.Tensor | None = None  # the first block's hidden input
+    last: tuple[int, torch.Tensor] | None = None  # the latest block output, until the next block is called
+
+    @classmethod
+    def of(cls, blocks: int) -> _Seen:
+        return cls(blocks, [[] for _ in range(blocks)])
+
+    def enter(self, i: int, hidden: torch.Tensor | None, call: BlockCall) -> None:
+        if i == 0:
+            self.first = hidden
+        fed = i == 0 or (self.last is not None and self.last[0] == i - 1 and _same(hidden, self.last[1]))
+        self.calls[i].append((call, fed))
+        self.last = None  # only one block output is held at a time: memory for one, not for every block
+
+    def leave(self, i: int, out: Any) -> None:
+        self.last = (i, main_tensor(out))
 
 
 @contextmanager
-def _recording(chain: BlockChain, seen: Seen) -> Iterator[None]:
+def _recording(chain: BlockChain, seen: _Seen) -> Iterator[None]:
     handles: list[RemovableHandle] = []
 
     def pre(i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-            hidden, call = _split_hidden(args, kwargs)
-            seen[i].append((hidden, call, None))
+            seen.enter(i, *_split_hidden(args, kwargs))
 
         return hook
 
     def post(i: int) -> Callable[..., None]:
         def hook(_m: nn.Module, _args: tuple[Any, ...], _kwargs: dict[str, Any], out: Any) -> None:
-            hidden, call, _ = seen[i][-1]
-            seen[i][-1] = (hidden, call, main_tensor(out))
+            seen.leave(i, out)
 
         return hook
 
@@ -119,15 +138,14 @@ def record_calls(
     hidden: list[torch.Tensor] = []
     calls: list[list[BlockCall]] = [[] for _ in chain.blocks]
     for batch in batches:
-        seen: Seen = [[] for _ in chain.blocks]
+        seen = _Seen.of(len(chain.blocks))
         with _recording(chain, seen):
             run_model(batch)
-        if any(len(s) != 1 for s in seen):
+        if any(len(c) != 1 for c in seen.calls):
             return f"the blocks of {chain.path!r} are not each called once per forward"
-        first = seen[0][0][0]
-        if first is None or not all(_same(seen[i][0][0], seen[i - 1][0][2]) for i in range(1, len(seen))):
+        if seen.first is None or not all(fed for ((_call, fed),) in seen.calls):
             return f"the blocks of {chain.path!r} do not each take the previous block's output"
-        hidden.append(first)
-        for i, s in enumerate(seen):
-            calls[i].append(s[0][1])
+        hidden.append(seen.first)
+        for i, ((call, _fed),) in enumerate(seen.calls):
+            calls[i].append(call)
     return hidden, calls

@@ -22,6 +22,7 @@ from torch import nn
 from prunekit.spec.pruning import CalibratedPruningSpec
 from worker.engine.errors import UnsupportedError
 from worker.engine.models.calling import ModelInputs, caller, inputs_to, num_rows, rows
+from worker.engine.models.offload import resident
 from worker.engine.pruning.calibrated.blocks import BlockCall, BlockChain, find_chain, record_calls
 from worker.engine.pruning.calibrated.layers import LayerView, layer_view
 from worker.engine.pruning.calibrated.pruner import LayerPruner, magnitude_keep, pattern_of
@@ -152,10 +153,11 @@ def _prune_chain(
     for i, block in enumerate(chain.blocks):
         run.cal.on_progress(i / total, f"block {i + 1} of {total}")
         names = [n for n in run.views if n.startswith(chain.prefix(i)) and n not in run.keep]
-        if names:
-            for group in _groups(run, block, names, hidden[0], calls[i][0]):
-                _run_block_group(run, block, group, hidden, calls[i])
-        hidden = [c.run(block, h) for h, c in zip(hidden, calls[i], strict=True)]
+        with resident(block):  # a streamed block (models.offload) stays on the device for all its calls
+            if names:
+                for group in _groups(run, block, names, hidden[0], calls[i][0]):
+                    _run_block_group(run, block, group, hidden, calls[i])
+            hidden = [c.run(block, h) for h, c in zip(hidden, calls[i], strict=True)]
     layers = sum(1 for n in run.keep if n.startswith(f"{chain.path}." if chain.path else ""))
     run.notes.append(
         f"calibration: {layers} layer(s) in the {total} blocks of {chain.path!r} pruned block by block, each block "
@@ -236,8 +238,14 @@ def calibrate(cal: Calibration, targets: Sequence[PruneTarget], cfg: CalibratedP
     _by_magnitude(
         run, [t for t in active if t.name not in run.keep], found, cfg, "received no inputs during calibration"
     )
-    keep = {t.name: run.keep.get(t.name, torch.ones_like(t.param, dtype=torch.bool)) for t in targets}
+    # on the parameter's device: a streamed block's layers were pruned on the device and rest in host memory
+    keep = {t.name: _keep_of(run, t).to(t.param.device) for t in targets}
     return CalibrationResult(keep, run.notes)
+
+
+def _keep_of(run: _Run, target: PruneTarget) -> torch.Tensor:
+    found = run.keep.get(target.name)
+    return found if found is not None else torch.ones_like(target.param, dtype=torch.bool)
 
 
 @torch.no_grad()
