@@ -16,11 +16,12 @@ share of each tensor) + the kept values' raw bytes + the dense tensors; "mask H 
 by their order-0 entropy per byte plane (what a byte-wise entropy coder could reach without modelling more). Load
 time: median of --repeats rounds (after one warm-up round) from the page cache, each round running every way once,
 interleaved: the dense file with safetensors.load_file (lazy: tensors map the file), the same + load_state_dict into
-resnet18 (the bytes are read), the README loader, the README loader + load_state_dict, and the engine's checked
-reader; then, in rounds of their own after all the warm ones, the two "+ into model" loads with the file dropped
-from the page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a download); ratio =
-median over rounds of (sparse + into model) / (dense + into model), cold ratio the same for the cold loads. Bit-
-identical: every restored tensor's bytes equal the masked model's."""
+resnet18 (the bytes are read), the README loader, the README loader + load_state_dict, the README loader
+restoring in place (into=model.state_dict(): no new tensors, no copy), and the engine's checked reader; then, in
+rounds of their own after all the warm ones, the "+ into model" and in-place loads with the file dropped from the
+page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a download); ratio = median
+over rounds of (sparse + into model or in place) / (dense + into model), cold ratios the same for the cold loads.
+Bit-identical: every restored tensor's bytes, returned and in place, equal the masked model's."""
 
 from __future__ import annotations
 
@@ -140,15 +141,21 @@ def load_times(folder: Path, repeats: int) -> dict[str, float]:
     """Median seconds of each way to load: warm rounds, then cold rounds; within a round the ways interleave."""
     load_sparse = readme_loader()
     target = torchvision.models.resnet18(weights=None)
+    into = target.state_dict()  # the model's own tensors: load_sparse(path, into=...) restores into them
     dense, sparse_path = str(folder / "dense.safetensors"), str(folder / "model.sparse.safetensors")
     warm: dict[str, Callable[[], object]] = {
         "dense_load": lambda: load_file(dense),
         "dense_into_model": lambda: target.load_state_dict(load_file(dense)),
         "sparse_load": lambda: load_sparse(sparse_path),
         "sparse_into_model": lambda: target.load_state_dict(load_sparse(sparse_path)),
+        "sparse_in_place": lambda: load_sparse(sparse_path, into=into),
         "engine_read": lambda: sparse.read_sparse(sparse_path),
     }
-    cold = {"dense_cold": (dense, warm["dense_into_model"]), "sparse_cold": (sparse_path, warm["sparse_into_model"])}
+    cold = {
+        "dense_cold": (dense, warm["dense_into_model"]),
+        "sparse_cold": (sparse_path, warm["sparse_into_model"]),
+        "in_place_cold": (sparse_path, warm["sparse_in_place"]),
+    }
     times: dict[str, list[float]] = {name: [] for name in [*warm, *cold]}
     # Warm rounds first and apart: a file read back after posix_fadvise(DONTNEED) loads about 2x slower from the page
     # cache afterwards than one written and read normally (measured here), which would flatter the sparse ratio.
@@ -163,7 +170,12 @@ def load_times(folder: Path, repeats: int) -> dict[str, float]:
             _evict(path)
             times[name].append(_timed(fn))
     out = {name: statistics.median(values) for name, values in times.items()}
-    pairs = {"load_ratio": ("sparse_into_model", "dense_into_model"), "cold_ratio": ("sparse_cold", "dense_cold")}
+    pairs = {
+        "load_ratio": ("sparse_into_model", "dense_into_model"),
+        "in_place_ratio": ("sparse_in_place", "dense_into_model"),
+        "cold_ratio": ("sparse_cold", "dense_cold"),
+        "in_place_cold_ratio": ("in_place_cold", "dense_cold"),
+    }
     for ratio, (num, den) in pairs.items():
         out[ratio] = statistics.median(s / d for s, d in zip(times[num], times[den], strict=True))  # per round
     return out
@@ -185,11 +197,17 @@ def _evict(path: str) -> None:
 
 
 def bit_identical(folder: Path, state: dict[str, torch.Tensor]) -> bool:
-    """The README loader's tensors have exactly the masked model's bytes."""
-    got = readme_loader()(str(folder / "model.sparse.safetensors"))
-    return set(got) == set(state) and all(
+    """The README loader's tensors, returned and restored in place into a resnet18, have the masked model's bytes."""
+    load, path = readme_loader(), str(folder / "model.sparse.safetensors")
+    model = torchvision.models.resnet18(weights=None)
+    load(path, into=model.state_dict())
+    return all(_same_bytes(got, state) for got in (load(path), model.state_dict()))
+
+
+def _same_bytes(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> bool:
+    return set(got) == set(want) and all(
         got[k].dtype == v.dtype and torch.equal(got[k].reshape(-1).view(torch.uint8), v.reshape(-1).view(torch.uint8))
-        for k, v in state.items()
+        for k, v in want.items()
     )
 
 
@@ -214,8 +232,8 @@ def _table(rows: list[dict[str, Any]]) -> str:
     head = (
         "| pruning | dense MiB | zlib(dense) | bitmask+values raw | layout 1 (bitmask) | **sparse_state_dict** "
         "| no byte split | zlib 9 | floor: mask H + raw values | floor: mask H + value H0 | write s "
-        "| load dense / +into model ms | load sparse / +into model ms | ratio | cold: dense / sparse ms | cold ratio "
-        "| bit-identical |\n" + "|---" * 17 + "|"
+        "| load dense / +into model ms | load sparse / +into model ms | ratio | in place ms | ratio "
+        "| cold: dense / sparse / in place ms | cold ratios | bit-identical |\n" + "|---" * 19 + "|"
     )
     lines = [head]
     for r in rows:
@@ -227,7 +245,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
             f"| {mib(r, 'floor_raw')} | {mib(r, 'floor_h0')} | {r['write_s']:.2f} "
             f"| {r['dense_load'] * 1e3:.1f} / {r['dense_into_model'] * 1e3:.1f} "
             f"| {r['sparse_load'] * 1e3:.1f} / {r['sparse_into_model'] * 1e3:.1f} | {r['load_ratio']:.2f}x "
-            f"| {r['dense_cold'] * 1e3:.1f} / {r['sparse_cold'] * 1e3:.1f} | {r['cold_ratio']:.2f}x "
+            f"| {r['sparse_in_place'] * 1e3:.1f} | {r['in_place_ratio']:.2f}x "
+            f"| {r['dense_cold'] * 1e3:.1f} / {r['sparse_cold'] * 1e3:.1f} / {r['in_place_cold'] * 1e3:.1f} "
+            f"| {r['cold_ratio']:.2f}x / {r['in_place_cold_ratio']:.2f}x "
             f"| {r['bit_identical']} |"
         )
     return "\n".join(lines)

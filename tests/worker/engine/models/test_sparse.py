@@ -94,8 +94,20 @@ def test_readme_loader_restores_the_same_bits(state: dict[str, torch.Tensor], tm
     scope: dict[str, object] = {}
     exec(readme_loader(), scope)  # the documented snippet itself, not a copy of it
     lines = [line for line in readme_loader().splitlines() if line.strip()]
-    assert len(lines) <= 22  # a few lines to copy, not a library
+    assert len(lines) <= 23  # a few lines to copy, not a library
     assert_bit_identical(scope["load_sparse"](str(path)), state)  # type: ignore[operator]
+
+
+def test_readme_loader_restores_into_a_models_tensors_in_place(state: dict[str, torch.Tensor], tmp_path: Path) -> None:
+    path = tmp_path / "m.sparse.safetensors"
+    write_sparse(state, path, {})
+    scope: dict[str, object] = {}
+    exec(readme_loader(), scope)
+    into = {k: torch.full_like(v, 3) for k, v in state.items()}  # stale values everywhere, zeros included
+    storages = {k: v.data_ptr() for k, v in into.items()}
+    scope["load_sparse"](str(path), into=into)  # type: ignore[operator]
+    assert_bit_identical(into, state)
+    assert {k: v.data_ptr() for k, v in into.items()} == storages  # written into, not replaced
 
 
 def test_tied_tensors_are_stored_once(tmp_path: Path) -> None:
@@ -109,6 +121,10 @@ def test_tied_tensors_are_stored_once(tmp_path: Path) -> None:
     scope: dict[str, object] = {}
     exec(readme_loader(), scope)
     assert_bit_identical(scope["load_sparse"](str(once)), state)  # type: ignore[operator]
+    into = {"wte.weight": torch.zeros(500, 16), "layer.weight": torch.zeros(64, 64)}
+    into["lm_head.weight"] = into["wte.weight"]  # tied in the model too
+    scope["load_sparse"](str(once), into=into)  # type: ignore[operator]
+    assert_bit_identical(into, state)
 
 
 def test_detected_by_content_and_read_as_a_state_dict(state: dict[str, torch.Tensor], tmp_path: Path) -> None:
