@@ -73,7 +73,7 @@ def run(prep: Any, setup: Setup, method: str, pattern: str, calibration: int, tm
     if after is None or not math.isclose(hf, after, rel_tol=1e-4):
         raise SystemExit(f"{method} {pattern}: report perplexity {after} != transformers' {hf}")
     return {"dense": report.before.val.perplexity, "after": after, "sparsity": report.sparsity.global_sparsity,
-            "seconds": seconds}  # fmt: skip
+            "seconds": seconds, "prune_seconds": report.stage_seconds.get("prune", math.nan)}  # fmt: skip
 
 
 def calibration_blocks(prep: Any, setup: Setup, count: int) -> torch.Tensor:
@@ -147,8 +147,9 @@ def main() -> None:
         lines += [
             "",
             "| pattern | prunekit SparseGPT | llmcompressor SparseGPT | prunekit Wanda | llmcompressor Wanda | "
-            "llmcompressor block sparsity (SGPT, Wanda) | llmcompressor s: oneshot call (subprocess) (SGPT, Wanda) |",
-            "|---|---|---|---|---|---|---|",
+            "llmcompressor block sparsity (SGPT, Wanda) | s: prunekit prune stage (SGPT, Wanda) "
+            "| s: llmcompressor oneshot call (subprocess) (SGPT, Wanda) |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for pattern in PATTERNS:
             sgpt, wanda = results["sparsegpt", pattern], results["wanda", pattern]
@@ -156,6 +157,7 @@ def main() -> None:
             lines.append(
                 f"| {pattern} | {sgpt['after']:.2f} | {lsgpt['after']:.2f} | {wanda['after']:.2f} | "
                 f"{lwanda['after']:.2f} | {lsgpt['sparsity']:.3f}, {lwanda['sparsity']:.3f} | "
+                f"{sgpt['prune_seconds']:.1f}, {wanda['prune_seconds']:.1f} | "
                 f"{lsgpt['seconds']:.1f} ({lsgpt['wall']:.0f}), {lwanda['seconds']:.1f} ({lwanda['wall']:.0f}) |"
             )
         lines += ["", f"llmcompressor SparseGPT 50% on GPT-2's own Conv1D layers (not swapped for nn.Linear): "
