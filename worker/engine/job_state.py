@@ -32,6 +32,7 @@ class JobState:
     teacher: torch.nn.Module | None = None  # the unpruned model, for distillation computed batch by batch
     stage_seconds: dict[str, float] = field(default_factory=dict)
     offload: Offload | None = None  # set when the model did not fit the device: its blocks are streamed
+    placed: bool = False  # the job's model was placed: later models (reloaded artifact, baseline) follow its way
 
     def place(self, module: torch.nn.Module) -> None:
         """Put a model of this job on its device: whole, or with its blocks streamed (models.offload) when the job's
@@ -39,6 +40,10 @@ class JobState:
         if self.offload is not None:
             stream_blocks(module, self.device, self.offload.budget)
             return
+        if self.placed:  # decided once, on the upload: the free memory that is left now would not be a fair test
+            module.to(self.device)
+            return
+        self.placed = True
         self.offload = place(module, self.device, device_budget(self.spec, self.device))
         if self.offload is None:
             return

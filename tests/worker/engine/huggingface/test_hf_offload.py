@@ -21,7 +21,9 @@ from prunekit.spec.report import DryRunProblemCode, Report
 from tests.worker.engine.huggingface import builders
 from worker.engine.api import JobInputs, run_job
 from worker.engine.errors import ResourceLimitError
+from worker.engine.job_state import JobState
 from worker.engine.models.offload import GIB, place, resident, stream_blocks, weight_bytes
+from worker.engine.progress import StageProgress
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +168,16 @@ def test_dry_run_says_the_model_would_stream_and_what_that_refuses(
         assert len(problems) == 1 and "asks for fine-tuning" in problems[0].message
     else:
         assert not problems and report.dry_run.forward_ok and report.dry_run.prunable
+
+
+def test_the_placement_is_decided_once_on_the_jobs_model(gpt2_folder: Path, tmp_path: Path) -> None:
+    """On a GPU the free memory shrinks once the model and its original are there: the reloaded artifact must not
+    then be streamed (and a fine-tuned job refused at its end) because of the job's own copies."""
+    upload = transformers.AutoModelForCausalLM.from_pretrained(gpt2_folder)
+    spec = _spec(2 * weight_bytes(upload) / GIB, finetune={"epochs": 1, "batch_size": 8})  # fits exactly twice
+    state = JobState(spec, tmp_path, tmp_path, StageProgress(), torch.device("cpu"))
+    state.place(upload)
+    larger = transformers.GPT2LMHeadModel(transformers.GPT2Config(**{**upload.config.to_dict(), "n_layer": 4}))
+    state.place(larger)  # would not fit this budget by itself
+    assert state.offload is None and not state.notes
+    assert not upload.transformer.h[0]._forward_pre_hooks and not larger.transformer.h[0]._forward_pre_hooks
