@@ -24,7 +24,7 @@ from prunekit.spec import JobSpec
 from worker.engine.errors import ResourceLimitError
 
 __all__ = [
-    "Offload", "device_budget", "is_offloaded", "offload_blockers", "place", "resident", "stream_blocks",
+    "Offload", "device_budget", "offload_blockers", "place", "resident", "stream_blocks",
     "weight_bytes",
 ]  # fmt: skip
 
@@ -148,11 +148,6 @@ def stream_blocks(module: nn.Module, device: torch.device, budget: int) -> Offlo
         block.register_forward_pre_hook(_StreamIn())
         block.register_forward_hook(_StreamOut())
     return Offload(path, len(blocks), weights, budget)
-
-
-def is_offloaded(block: nn.Module) -> bool:
-    """Whether `block` is streamed in for its forward calls (see place)."""
-    return isinstance(getattr(block, _PLACEMENT, None), BlockPlacement)
 
 
 @contextmanager
