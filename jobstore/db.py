@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, create_engine, event, text
 from sqlalchemy import Enum as SQLEnum
 from sqlalchemy.engine import CursorResult
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InterfaceError, InvalidRequestError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -113,6 +113,21 @@ def _refuse_closed_by_server(dbapi_conn: Any, _record: Any, _proxy: Any) -> None
     poller.register(fileno(), select.POLLIN)
     if poller.poll(0):
         raise DisconnectionError("the database server closed this connection")
+
+
+# What the pool raises once every connection it tried on checkout was found closed by the server (see above).
+_CHECKOUT_EXHAUSTED = "This connection is closed"
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database error that a new connection may not have: a dropped link, a restart, a failover."""
+    if isinstance(exc, OperationalError | InterfaceError | DisconnectionError):
+        return True
+    if isinstance(exc, DBAPIError):
+        return bool(exc.connection_invalidated)
+    # While the server keeps ending connections, checkout can find each one it tries closed; SQLAlchemy then
+    # gives up with this bare InvalidRequestError (its subclasses mean misuse, not a lost server).
+    return type(exc) is InvalidRequestError and str(exc).startswith(_CHECKOUT_EXHAUSTED)
 
 
 class LoopEngines:

@@ -8,17 +8,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+from sqlalchemy.exc import SQLAlchemyError
+
+from jobstore.db import is_transient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-def is_transient(exc: BaseException) -> bool:
-    """A database error that a new connection may not have: a dropped link, a restart, a failover."""
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
 
 
 def retry_transient(fn: Callable[[], T], deadline: float, what: str) -> T:
@@ -27,7 +22,7 @@ def retry_transient(fn: Callable[[], T], deadline: float, what: str) -> T:
     while True:
         try:
             return fn()
-        except DBAPIError as exc:
+        except SQLAlchemyError as exc:
             if not is_transient(exc) or time.monotonic() + pause > deadline:
                 raise
             log.warning("%s: transient database error, retrying in %.1f s: %s", what, pause, type(exc).__name__)

@@ -8,14 +8,14 @@ import math
 import time
 from typing import Any
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import SQLAlchemyError
 
-from jobstore.db import utcnow
+from jobstore.db import is_transient, utcnow
 from jobstore.repositories import jobs as jobs_repo
 from prunekit.spec.api import EventKind
 from worker.context import WorkerContext
 from worker.engine.progress import ProgressEvent
-from worker.heartbeat import is_transient, retry_transient
+from worker.heartbeat import retry_transient
 from worker.leases import LeaseKeeper
 
 log = logging.getLogger(__name__)
@@ -90,7 +90,7 @@ class ProgressWriter:
         """Write pending progress; a transient database error keeps it for the next write (the engine runs on)."""
         try:
             self._write()
-        except DBAPIError as exc:
+        except SQLAlchemyError as exc:
             if not is_transient(exc):
                 raise
             self._last_write = time.monotonic()

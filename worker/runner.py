@@ -14,10 +14,10 @@ from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from jobstore import lifecycle
-from jobstore.db import utcnow
+from jobstore.db import is_transient, utcnow
 from jobstore.lifecycle import Recovery
 from jobstore.models import JobRecord
 from jobstore.repositories import jobs as jobs_repo
@@ -69,7 +69,9 @@ def _claim(ctx: WorkerContext, job_id: str, token: str) -> JobRecord | None:
         with ctx.db.session() as s:
             lease = timedelta(seconds=settings.lease_seconds)
             return lifecycle.claim(s, job_id, token, utcnow(), lease, settings.max_attempts)
-    except DBAPIError as exc:
+    except SQLAlchemyError as exc:
+        if not (isinstance(exc, DBAPIError) or is_transient(exc)):
+            raise
         # Nothing has happened yet; after the claim, a lost database is handled by lease expiry instead.
         raise DatabaseUnavailable(f"cannot claim job {job_id}: {exc}") from exc
 

@@ -9,7 +9,10 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from jobstore.db import is_transient
 
 log = logging.getLogger(__name__)
 
@@ -122,6 +125,7 @@ _PROBLEM_DESCRIPTIONS = {
     429: "Over the API key's quota (problem details; `Retry-After` says when to try again)",
     500: "Internal server error (problem details)",
     501: "Not available on this server (problem details)",
+    503: "The database is unreachable for a moment (problem details; `Retry-After`): retry",
 }
 PROBLEM_SCHEMA_REF = "#/components/schemas/Problem"
 
@@ -138,7 +142,8 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 # Any operation can fail this way (the app documents it on every route); routers add their own statuses.
-COMMON_PROBLEMS = problem_responses(500)
+COMMON_PROBLEMS = problem_responses(500, 503)
+DATABASE_RETRY_AFTER_SECONDS = 1
 
 
 def problem_response(
@@ -219,7 +224,18 @@ def install_problem_handlers(app: FastAPI) -> None:
             f"unexpected {type(exc).__name__}; the server log has the details",
         )
 
+    async def on_database(request: Request, exc: Exception) -> JSONResponse:
+        if not is_transient(exc):
+            return await on_unexpected(request, exc)
+        # A dropped connection or a restarting server: the transaction was rolled back; retrying is safe (and a
+        # submission whose commit did land is found again by its Idempotency-Key).
+        log.warning("database unavailable on %s %s: %s", request.method, request.url.path, type(exc).__name__)
+        headers = {"Retry-After": str(DATABASE_RETRY_AFTER_SECONDS)}
+        detail = "the job database cannot be reached right now; retry the request shortly"
+        return problem_response(request, 503, "database_unavailable", "Service unavailable", detail, headers=headers)
+
     app.add_exception_handler(ProblemError, on_problem)
+    app.add_exception_handler(SQLAlchemyError, on_database)
     app.add_exception_handler(RequestValidationError, on_validation)
     app.add_exception_handler(StarletteHTTPException, on_http)
     app.add_exception_handler(Exception, on_unexpected)

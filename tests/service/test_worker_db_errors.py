@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from sqlalchemy.exc import DBAPIError, OperationalError, ProgrammingError
+from sqlalchemy import event, text
+from sqlalchemy.exc import DBAPIError, DisconnectionError, InvalidRequestError, OperationalError, ProgrammingError
+from sqlalchemy.pool import Pool
 
-from jobstore.db import utcnow
+from jobstore.db import is_transient, utcnow
 from jobstore.models import JobRecord
 from jobstore.repositories import jobs as repo
 from service.core.state import AppState
@@ -19,7 +23,6 @@ from worker import runner
 from worker.context import WorkerContext
 from worker.engine.progress import ProgressEvent
 from worker.finishing import end_job
-from worker.heartbeat import is_transient
 from worker.leases import LeaseKeeper
 from worker.outcomes import internal_error_message
 from worker.progress_writer import ProgressWriter
@@ -35,6 +38,20 @@ def _dropped(token: str = "t") -> OperationalError:
     return OperationalError(
         "UPDATE jobs SET stage=%(stage)s WHERE jobs.lease_token = %(token)s", {"token": token}, Exception("terminated")
     )
+
+
+@contextmanager
+def _server_ending_connections() -> Iterator[None]:
+    """Every connection the pools check out is found closed by the server, as while backends are being terminated."""
+
+    def closed(*_: object) -> None:
+        raise DisconnectionError("the database server closed this connection")
+
+    event.listen(Pool, "checkout", closed)
+    try:
+        yield
+    finally:
+        event.remove(Pool, "checkout", closed)
 
 
 def _claimed(client: TestClient, state: AppState, token: str = "w1") -> tuple[str, LeaseKeeper]:
@@ -60,6 +77,35 @@ def test_which_database_errors_are_transient() -> None:
     assert is_transient(DBAPIError("SELECT 1", {}, Exception("x"), connection_invalidated=True))
     assert not is_transient(ProgrammingError("SELECT nope", {}, Exception("syntax error")))
     assert not is_transient(ValueError("not a database error"))
+
+
+def test_a_checkout_that_finds_every_connection_closed_is_transient(state: AppState) -> None:
+    with _server_ending_connections(), pytest.raises(InvalidRequestError) as raised, state.db.session() as s:
+        s.execute(text("SELECT 1"))
+    assert is_transient(raised.value)  # SQLAlchemy's bare "This connection is closed", not a DBAPIError
+    assert not is_transient(InvalidRequestError("This session is in 'prepared' state"))
+
+
+def test_progress_outlives_a_checkout_that_finds_every_connection_closed(client: TestClient, state: AppState) -> None:
+    job_id, keeper = _claimed(client, state)
+    writer = ProgressWriter(_ctx(state), job_id, "w1", keeper)
+    with _server_ending_connections():
+        writer(ProgressEvent("finetune", 30.0, "finetuning"))  # not written, and the engine is not stopped
+    writer.flush_final()
+    assert not keeper.lost.is_set() and _row(state, job_id).stage == "finetune"
+
+
+def test_the_api_answers_503_while_the_database_is_unreachable(client: TestClient, state: AppState) -> None:
+    job_id: str = submit(client)["id"]
+    with _server_ending_connections():
+        down = client.get(f"/v1/jobs/{job_id}")
+        listing = client.get("/v1/jobs")
+    for r in (down, listing):
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1", r.text
+        assert r.headers["content-type"].startswith("application/problem+json")
+        assert r.json()["code"] == "database_unavailable"
+        assert "SELECT" not in r.text and "connection is closed" not in r.text
+    assert client.get(f"/v1/jobs/{job_id}").status_code == 200
 
 
 def test_an_internal_error_shows_neither_sql_nor_the_lease_token(
