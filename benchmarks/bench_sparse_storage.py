@@ -9,19 +9,23 @@ to exclude it). Trained weights have another value distribution: their values de
 
 Columns: dense = the state_dict as .safetensors; zlib = that file deflated (level 6); raw = bitmask + values with no
 deflate; layout 1 = prunekit's earlier layout (deflated bitmask + deflated byte planes); sparse = the
-sparse_state_dict file as prunekit writes it (layout 2: deflated position gaps + byte planes, deflated where that
-saves 15%; a run of more than 255 zeros stores a zero every 255 positions); variants of it without the byte-plane
-split and at zlib level 9. Floors: "mask H + raw values" = the bitmask at its entropy (bits per element by the kept
-share of each tensor) + the kept values' raw bytes + the dense tensors; "mask H + value H0" also replaces the values
-by their order-0 entropy per byte plane (what a byte-wise entropy coder could reach without modelling more). Load
-time: median of --repeats rounds (after one warm-up round) from the page cache, each round running every way once,
-interleaved: the dense file with safetensors.load_file (lazy: tensors map the file), the same + load_state_dict into
-resnet18 (the bytes are read), the README loader, the README loader + load_state_dict, the README loader
-restoring in place (into=model.state_dict(): no new tensors, no copy), and the engine's checked reader; then, in
-rounds of their own after all the warm ones, the "+ into model" and in-place loads with the file dropped from the
-page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a download); ratio = median
-over rounds of (sparse + into model or in place) / (dense + into model), cold ratios the same for the cold loads.
-Bit-identical: every restored tensor's bytes, returned and in place, equal the masked model's."""
+sparse_state_dict file as prunekit writes it (layout 2: deflated position gaps + byte planes, deflated where that at
+least halves them; a run of more than 255 zeros stores a zero every 255 positions); variants of it without the
+byte-plane split and at zlib level 9. Floors: "mask H + raw values" = the bitmask at its entropy (bits per element
+by the kept share of each tensor) + the kept values' raw bytes + the dense tensors; "mask H + value H0" also
+replaces the values by their order-0 entropy per byte plane (what a byte-wise entropy coder could reach without
+modelling more). Load time: median of --repeats rounds (after one warm-up round) from the page cache, each round
+running every way once, interleaved: the dense file with safetensors.load_file (lazy: tensors map the file), the
+same + load_state_dict into resnet18 (the bytes are read), the README loader, the README loader + load_state_dict,
+the README loader restoring in place (into=model.state_dict(): no new tensors, no copy), and the engine's checked
+reader; then, in rounds of their own after all the warm ones, the "+ into model" and in-place loads with the file
+dropped from the page cache first (posix_fadvise DONTNEED: the disk is read, as on the first load after a download);
+ratio = median over rounds of (sparse + into model or in place) / (dense + into model), cold ratios the same for the
+cold loads.
+Bit-identical: every restored tensor's bytes, returned and in place, equal the masked model's.
+Frontier (--plane-savings): at 90%, the file written with each min_plane_saving (a byte plane is deflated only where
+that saves at least this share; 1.0: never) against its warm in-place load, in rounds interleaved with the dense
+file + load_state_dict."""
 
 from __future__ import annotations
 
@@ -225,6 +229,50 @@ def run_one(method: str, repeats: int) -> dict[str, Any]:
     return row
 
 
+def plane_saving_frontier(method: str, savings: list[float], repeats: int) -> list[dict[str, float]]:
+    """File size and warm in-place load against dense + into model, per `min_plane_saving` (interleaved rounds)."""
+    state = {k: v.contiguous() for k, v in pruned_resnet18(method).state_dict().items()}
+    load_sparse, target = readme_loader(), torchvision.models.resnet18(weights=None)
+    into = target.state_dict()
+    with tempfile.TemporaryDirectory(prefix="bench-sparse-frontier-") as tmp:
+        dense = str(Path(tmp) / "dense.safetensors")
+        save_file(state, dense)
+        paths = {s: str(Path(tmp) / f"saving-{s}.safetensors") for s in savings}
+        for saving, path in paths.items():
+            sparse.write_sparse(state, Path(path), {}, min_plane_saving=saving)
+        times: dict[float | str, list[float]] = {"dense": [], **{s: [] for s in savings}}
+        for round_ in range(repeats + 1):  # round 0 warms up
+            for key, fn in [("dense", lambda: target.load_state_dict(load_file(dense)))] + [
+                (s, lambda p=p: load_sparse(p, into=into)) for s, p in paths.items()
+            ]:
+                elapsed = _timed(fn)
+                if round_:
+                    times[key].append(elapsed)
+        return [
+            {
+                "min_plane_saving": s,
+                "mib": os.path.getsize(p) / MIB,
+                "in_place_ms": statistics.median(times[s]) * 1e3,
+                "dense_into_model_ms": statistics.median(times["dense"]) * 1e3,
+                "ratio": statistics.median(a / d for a, d in zip(times[s], times["dense"], strict=True)),
+            }
+            for s, p in paths.items()
+        ]
+
+
+def _frontier_table(method: str, rows: list[dict[str, float]]) -> str:
+    lines = [
+        f"| min plane saving ({float(method):.0%} global) | file MiB | in place ms | dense + into model ms | ratio |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['min_plane_saving']:.2f} | {r['mib']:.2f} | {r['in_place_ms']:.1f} "
+            f"| {r['dense_into_model_ms']:.1f} | {r['ratio']:.2f}x |"
+        )
+    return "\n".join(lines)
+
+
 def _table(rows: list[dict[str, Any]]) -> str:
     def mib(row: dict[str, Any], key: str) -> str:
         return f"{row[key] / MIB:.2f} ({row[key] / row['dense']:.3f}x)"
@@ -258,6 +306,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
+    parser.add_argument(
+        "--plane-savings", default="0.15,0.3,0.5,0.7,1.0", help="min_plane_saving values of the frontier at 90%%"
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     rows = [run_one(method, args.repeats) for method in ("0.5", "0.9", "0.95", "2:4")]
@@ -266,8 +317,12 @@ def main() -> None:
         f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s)"
     )
     print(_table(rows))
+    savings = [float(x) for x in args.plane_savings.split(",") if x]
+    frontier = plane_saving_frontier("0.9", savings, args.repeats) if savings else []
+    if frontier:
+        print(_frontier_table("0.9", frontier))
     if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "plane_saving_frontier": frontier}, indent=2))
 
 
 if __name__ == "__main__":

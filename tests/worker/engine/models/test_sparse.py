@@ -17,7 +17,15 @@ from safetensors.torch import save_file
 from worker.engine.errors import InvalidModelError
 from worker.engine.models.formats import detect_format
 from worker.engine.models.loading import load_state_dict_file
-from worker.engine.models.sparse import LAYOUT_KEY, gap_bytes, read_sparse, stored_positions, write_sparse
+from worker.engine.models.sparse import (
+    LAYOUT_KEY,
+    deflate,
+    encode_tensor,
+    gap_bytes,
+    read_sparse,
+    stored_positions,
+    write_sparse,
+)
 from worker.engine.models.sparse_decode import BYTE, GAPS, MASK, VALUES, positions_of
 
 README = Path(__file__).resolve().parents[4] / "README.md"
@@ -262,6 +270,22 @@ def test_low_mantissa_planes_are_stored_as_they_are(tmp_path: Path) -> None:
         deflated = json.loads(fh.metadata()["prunekit.sparse"])["w"][2]
         assert fh.metadata()[LAYOUT_KEY] == "2"
     assert deflated[:2] == [False, False] and deflated[3] is True  # sign + exponent: deflated
+
+
+def test_a_plane_is_deflated_only_where_that_saves_the_share_asked() -> None:
+    w = _pruned((256, 256), 0.9)
+    never, usual = encode_tensor(w, min_plane_saving=1.0), encode_tensor(w)
+    assert never.deflated == [False] * 4 and usual.deflated[3] is True
+    assert never.nbytes > usual.nbytes  # the sign/exponent plane is worth its inflate
+
+
+def test_gaps_take_the_smaller_stream_and_plain_zlib_reads_it() -> None:
+    gaps = np.random.default_rng(0).geometric(0.1, 100_000).clip(1, 255).astype(np.uint8).tobytes()
+    repeats = bytes(range(256)) * 400
+    for data in (gaps, repeats):
+        packed = deflate(data)
+        assert zlib.decompress(packed) == data and len(packed) <= len(zlib.compress(data, 6))
+    assert len(deflate(gaps)) < len(zlib.compress(gaps, 6))  # Huffman-only wins on gaps (no repeats for LZ77)
 
 
 def test_two_four_bitmask_deflates_below_the_two_bit_index_layout() -> None:
