@@ -45,10 +45,10 @@ def _tensors(archive: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, t
     return x_train, ds.y_train, x_val, ds.y_val
 
 
-def train_dense(arch: str, x: torch.Tensor, y: torch.Tensor, epochs: int) -> torch.nn.Module:
+def train_dense(arch: str, x: torch.Tensor, y: torch.Tensor, epochs: int, num_classes: int = 10) -> torch.nn.Module:
     """The dense model, trained here from random init (no pretrained weights can be downloaded)."""
     torch.manual_seed(0)
-    model = getattr(torchvision.models, arch)(weights=None, num_classes=10)
+    model = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     model.train()
     for _ in range(epochs):

@@ -1,6 +1,6 @@
 """Artifact sizes of a mask-pruned torchvision resnet18: dense, zlib of dense, prunekit's sparse_state_dict, floor.
 
-    python benchmarks/bench_sparse_storage.py [--repeats 7] [--threads 1] [--json out.json]
+    python benchmarks/bench_sparse_storage.py [--repeats 7] [--threads 1] [--trained-epochs 0] [--json out.json]
 
 Weights: resnet18 with its random initialisation (weights=None, seed 0; nothing is downloaded), pruned by global
 magnitude over every conv + linear weight at 50/90/95%, or 2:4 (in each group of 4 consecutive inputs of an output
@@ -25,7 +25,10 @@ cold loads.
 Bit-identical: every restored tensor's bytes, returned and in place, equal the masked model's.
 Frontier (--plane-savings): at 90%, the file written with each min_plane_saving (a byte plane is deflated only where
 that saves at least this share; 1.0: never) against its warm in-place load, in rounds interleaved with the dense
-file + load_state_dict."""
+file + load_state_dict.
+--trained-epochs N: start from resnet18 trained here N epochs (AdamW, lr 1e-3) on sklearn's digits as 64x64 RGB
+images instead of its random initialisation (no pretrained weights can be downloaded); --weights PATH: start
+from a resnet18 state dict of your own (e.g. torchvision's ImageNet file, where you have it)."""
 
 from __future__ import annotations
 
@@ -73,11 +76,24 @@ def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
     return [m.weight for m in model.modules() if isinstance(m, torch.nn.Conv2d | torch.nn.Linear)]
 
 
+def trained_resnet18(epochs: int) -> dict[str, torch.Tensor]:
+    """resnet18's weights after `epochs` of AdamW on sklearn's digits as 64x64 RGB images (its 1000-way head kept)."""
+    from bench_quantized_structural import _tensors, train_dense
+
+    from tests.support.images import digit_folder, zip_folder
+
+    with tempfile.TemporaryDirectory(prefix="bench-sparse-digits-") as tmp:
+        x_train, y_train, _, _ = _tensors(zip_folder(digit_folder(Path(tmp) / "digits"), Path(tmp) / "digits.zip"))
+    return train_dense("resnet18", x_train, y_train, epochs, num_classes=1000).state_dict()
+
+
 @torch.no_grad()
-def pruned_resnet18(method: str) -> torch.nn.Module:
-    """resnet18 (seed 0) with its conv/linear weights zeroed by global magnitude ("0.9") or "2:4"."""
+def pruned_resnet18(method: str, base: dict[str, torch.Tensor] | None = None) -> torch.nn.Module:
+    """resnet18 (seed 0, or `base`'s weights) with its conv/linear weights zeroed by global magnitude or "2:4"."""
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None).eval()
+    if base is not None:
+        model.load_state_dict(base)
     weights = _weights(model)
     if method == "2:4":
         for w in weights:
@@ -215,9 +231,9 @@ def _same_bytes(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> 
     )
 
 
-def run_one(method: str, repeats: int) -> dict[str, Any]:
+def run_one(method: str, repeats: int, base: dict[str, torch.Tensor] | None = None) -> dict[str, Any]:
     """Sizes, load times and the bit-identity check of one pruning."""
-    model = pruned_resnet18(method)
+    model = pruned_resnet18(method, base)
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
     weights = _weights(model)
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.numel() for w in weights)
@@ -229,9 +245,11 @@ def run_one(method: str, repeats: int) -> dict[str, Any]:
     return row
 
 
-def plane_saving_frontier(method: str, savings: list[float], repeats: int) -> list[dict[str, float]]:
+def plane_saving_frontier(
+    method: str, savings: list[float], repeats: int, base: dict[str, torch.Tensor] | None = None
+) -> list[dict[str, float]]:
     """File size and warm in-place load against dense + into model, per `min_plane_saving` (interleaved rounds)."""
-    state = {k: v.contiguous() for k, v in pruned_resnet18(method).state_dict().items()}
+    state = {k: v.contiguous() for k, v in pruned_resnet18(method, base).state_dict().items()}
     load_sparse, target = readme_loader(), torchvision.models.resnet18(weights=None)
     into = target.state_dict()
     with tempfile.TemporaryDirectory(prefix="bench-sparse-frontier-") as tmp:
@@ -309,16 +327,25 @@ def main() -> None:
     parser.add_argument(
         "--plane-savings", default="0.15,0.3,0.5,0.7,1.0", help="min_plane_saving values of the frontier at 90%%"
     )
+    parser.add_argument(
+        "--trained-epochs", type=int, default=0, help="train resnet18 this many epochs on digits first (0: random init)"
+    )
+    parser.add_argument("--weights", type=Path, help="a resnet18 state dict (.safetensors or .pth) to start from")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = [run_one(method, args.repeats) for method in ("0.5", "0.9", "0.95", "2:4")]
+    base = trained_resnet18(args.trained_epochs) if args.trained_epochs else None
+    if args.weights:
+        suffix = args.weights.suffix
+        base = load_file(args.weights) if suffix == ".safetensors" else torch.load(args.weights, weights_only=True)
+    rows = [run_one(method, args.repeats, base) for method in ("0.5", "0.9", "0.95", "2:4")]
     print(
         f"torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
-        f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s)"
+        f"{platform.machine()}, {os.cpu_count()} CPUs, {args.threads} torch thread(s), "
+        f"weights: {args.weights or (f'trained {args.trained_epochs} epochs on digits' if base else 'random init')}"
     )
     print(_table(rows))
     savings = [float(x) for x in args.plane_savings.split(",") if x]
-    frontier = plane_saving_frontier("0.9", savings, args.repeats) if savings else []
+    frontier = plane_saving_frontier("0.9", savings, args.repeats, base) if savings else []
     if frontier:
         print(_frontier_table("0.9", frontier))
     if args.json:

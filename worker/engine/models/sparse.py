@@ -48,7 +48,7 @@ ALIASES_KEY = "prunekit.aliases"  # {name: name stored}: tied tensors, stored on
 LAYOUT_KEY, LAYOUT = "prunekit.sparse_layout", "2"  # files without the key are version 1 (bitmask)
 _LEVEL = 6  # zlib level: 9 is <1% smaller on resnet18 at 90% and 10x slower to write
 # A byte plane deflating by less is stored as is: at 90% on resnet18 the exponent-LSB planes deflate by 15-50% and
-# cost 4 ms of the load's inflate for 0.1 MiB (docs/benchmarks.md section 9 measures the trade-off).
+# cost 2-4 ms of the load's inflate for 0.1 MiB (docs/benchmarks.md section 9 measures the trade-off).
 MIN_PLANE_SAVING = 0.5
 _MIN_ELEMENTS = 256  # smaller tensors (biases, norms) are not worth an entry in the index
 _MIN_ZERO_SHARE = 0.1  # below this, compressing a tensor costs time for a few percent at most: stored as is
