@@ -43,9 +43,10 @@ import sys
 import tempfile
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import torch
@@ -59,17 +60,19 @@ from worker.engine.models.sparse_decode import GAPS
 from worker.engine.pruning.threshold import global_magnitude_threshold
 
 MIB = 1024 * 1024
+K = TypeVar("K")
 README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def readme_loader() -> Callable[[str], dict[str, torch.Tensor]]:
+def readme_loader() -> Callable[..., dict[str, torch.Tensor]]:
     """The README's `load_sparse`, exactly as documented."""
     found = re.search(r"<!-- sparse-loader -->\s*```python\n(.*?)```", README.read_text(), re.S)
     if found is None:
         raise SystemExit("README.md has no sparse-loader block")
     scope: dict[str, Any] = {}
     exec(found.group(1), scope)
-    return scope["load_sparse"]  # type: ignore[no-any-return]
+    loader: Callable[..., dict[str, torch.Tensor]] = scope["load_sparse"]  # (path, into=None)
+    return loader
 
 
 def _weights(model: torch.nn.Module) -> list[torch.Tensor]:
@@ -85,6 +88,13 @@ def trained_resnet18(epochs: int) -> dict[str, torch.Tensor]:
     with tempfile.TemporaryDirectory(prefix="bench-sparse-digits-") as tmp:
         x_train, y_train, _, _ = _tensors(zip_folder(digit_folder(Path(tmp) / "digits"), Path(tmp) / "digits.zip"))
     return train_dense("resnet18", x_train, y_train, epochs, num_classes=1000).state_dict()
+
+
+def _starting_weights(path: Path | None, trained_epochs: int) -> dict[str, torch.Tensor] | None:
+    """A state dict from `path`, else resnet18 trained here `trained_epochs`, else None (random init)."""
+    if path is not None:
+        return load_file(path) if path.suffix == ".safetensors" else torch.load(path, weights_only=True)
+    return trained_resnet18(trained_epochs) if trained_epochs else None
 
 
 @torch.no_grad()
@@ -130,7 +140,11 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
     started = time.perf_counter()
     sparse.write_sparse(state, sparse_path, {})
     write_s = time.perf_counter() - started
-    out = {"dense": len(dense_bytes), "zlib": len(zlib.compress(dense_bytes, 6)), "sparse": sparse_path.stat().st_size}
+    out: dict[str, float] = {
+        "dense": len(dense_bytes),
+        "zlib": len(zlib.compress(dense_bytes, 6)),
+        "sparse": sparse_path.stat().st_size,
+    }
     raw = layout1 = no_split = level9 = floor_raw = floor_h0 = 0.0
     _, index = sparse.encode_state(state)
     for name, tensor in state.items():
@@ -176,14 +190,9 @@ def load_times(folder: Path, repeats: int) -> dict[str, float]:
         "sparse_cold": (sparse_path, warm["sparse_into_model"]),
         "in_place_cold": (sparse_path, warm["sparse_in_place"]),
     }
-    times: dict[str, list[float]] = {name: [] for name in [*warm, *cold]}
     # Warm rounds first and apart: a file read back after posix_fadvise(DONTNEED) loads about 2x slower from the page
     # cache afterwards than one written and read normally (measured here), which would flatter the sparse ratio.
-    for round_ in range(repeats + 1):  # round 0 warms up
-        for name, fn in warm.items():
-            elapsed = _timed(fn)
-            if round_:
-                times[name].append(elapsed)
+    times = {**_warm_rounds(warm, repeats), **{name: [] for name in cold}}
     os.sync()  # written pages must be clean for the kernel to drop them from the page cache
     for _ in range(repeats):
         for name, (path, fn) in cold.items():
@@ -199,6 +208,17 @@ def load_times(folder: Path, repeats: int) -> dict[str, float]:
     for ratio, (num, den) in pairs.items():
         out[ratio] = statistics.median(s / d for s, d in zip(times[num], times[den], strict=True))  # per round
     return out
+
+
+def _warm_rounds(ways: Mapping[K, Callable[[], object]], repeats: int) -> dict[K, list[float]]:
+    """Seconds of each way in `repeats` rounds (after a warm-up round), every way once per round, interleaved."""
+    times: dict[K, list[float]] = {key: [] for key in ways}
+    for round_ in range(repeats + 1):
+        for key, fn in ways.items():
+            elapsed = _timed(fn)
+            if round_:
+                times[key].append(elapsed)
+    return times
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -258,14 +278,9 @@ def plane_saving_frontier(
         paths = {s: str(Path(tmp) / f"saving-{s}.safetensors") for s in savings}
         for saving, path in paths.items():
             sparse.write_sparse(state, Path(path), {}, min_plane_saving=saving)
-        times: dict[float | str, list[float]] = {"dense": [], **{s: [] for s in savings}}
-        for round_ in range(repeats + 1):  # round 0 warms up
-            for key, fn in [("dense", lambda: target.load_state_dict(load_file(dense)))] + [
-                (s, lambda p=p: load_sparse(p, into=into)) for s, p in paths.items()
-            ]:
-                elapsed = _timed(fn)
-                if round_:
-                    times[key].append(elapsed)
+        ways: dict[float | str, Callable[[], object]] = {"dense": lambda: target.load_state_dict(load_file(dense))}
+        ways.update({s: partial(load_sparse, p, into=into) for s, p in paths.items()})
+        times = _warm_rounds(ways, repeats)
         return [
             {
                 "min_plane_saving": s,
@@ -333,10 +348,7 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, help="a resnet18 state dict (.safetensors or .pth) to start from")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    base = trained_resnet18(args.trained_epochs) if args.trained_epochs else None
-    if args.weights:
-        suffix = args.weights.suffix
-        base = load_file(args.weights) if suffix == ".safetensors" else torch.load(args.weights, weights_only=True)
+    base = _starting_weights(args.weights, args.trained_epochs)
     rows = [run_one(method, args.repeats, base) for method in ("0.5", "0.9", "0.95", "2:4")]
     print(
         f"torch {torch.__version__}, numpy {np.__version__}, Python {platform.python_version()}, "
