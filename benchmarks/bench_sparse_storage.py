@@ -8,11 +8,13 @@ keep the 2 largest; conv1's 147 inputs per output are not divisible by 4, so it 
 to exclude it). Trained weights have another value distribution: their values deflate less (see docs).
 
 Columns: dense = the state_dict as .safetensors; zlib = that file deflated (level 6); raw = bitmask + values with no
-deflate; layout 1 = prunekit's earlier layout (deflated bitmask + deflated byte planes); sparse = the
-sparse_state_dict file as prunekit writes it (layout 2: deflated position gaps + byte planes, deflated where that at
-least halves them; a run of more than 255 zeros stores a zero every 255 positions); variants of it without the
-byte-plane split and at zlib level 9. Floors: "mask H + raw values" = the bitmask at its entropy (bits per element
-by the kept share of each tensor) + the kept values' raw bytes + the dense tensors; "mask H + value H0" also
+deflate; layout 1 = prunekit's first layout (deflated bitmask + deflated byte planes); layout 2 = its second (deflated
+position gaps + byte planes, deflated where that at least halves them); sparse = the sparse_state_dict file as
+prunekit writes it (layout 3: one code per kept element for its gap and top byte, deflated where that saves at least
+MIN_DEFLATE_SAVING, + the other bytes raw); variants of it with every part deflated and at zlib level 9. Every column
+but dense, zlib and sparse (real files) sums the parts' bytes and the dense tensors, without the safetensors header.
+Floors: "mask H + raw values" = the bitmask at its entropy (bits per element by the kept share of each tensor) +
+the kept values' raw bytes + the dense tensors; "mask H + value H0" also
 replaces the values by their order-0 entropy per byte plane (what a byte-wise entropy coder could reach without
 modelling more). Load time: median of --repeats rounds (after one warm-up round) from the page cache, each round
 running every way once, interleaved: the dense file with safetensors.load_file (lazy: tensors map the file), the
@@ -23,9 +25,9 @@ dropped from the page cache first (posix_fadvise DONTNEED: the disk is read, as 
 ratio = median over rounds of (sparse + into model or in place) / (dense + into model), cold ratios the same for the
 cold loads.
 Bit-identical: every restored tensor's bytes, returned and in place, equal the masked model's.
-Frontier (--plane-savings): at 90%, the file written with each min_plane_saving (a byte plane is deflated only where
-that saves at least this share; 1.0: never) against its warm in-place load, in rounds interleaved with the dense
-file + load_state_dict.
+Frontier (--deflate-savings): at 90%, the file written with each min_deflate_saving (a part is deflated only where
+that saves at least this share; 0: wherever it is smaller; 1.0: never) against its warm in-place load, in rounds
+interleaved with the dense file + load_state_dict.
 --trained-epochs N: start from resnet18 trained here N epochs (AdamW, lr 1e-3) on sklearn's digits as 64x64 RGB
 images instead of its random initialisation (no pretrained weights can be downloaded); --weights PATH: start
 from a resnet18 state dict of your own (e.g. torchvision's ImageNet file, where you have it)."""
@@ -55,8 +57,9 @@ from safetensors.torch import load_file, save_file
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+import sparse_layout2  # benchmarks/, on the path when run as a script
+
 from worker.engine.models import sparse
-from worker.engine.models.sparse_decode import GAPS
 from worker.engine.pruning.threshold import global_magnitude_threshold
 
 MIB = 1024 * 1024
@@ -131,12 +134,20 @@ def _h0(data: np.ndarray) -> float:
     return float(-(probs * np.log2(probs)).sum() * data.size / 8)
 
 
+def _encoded(tensor: torch.Tensor, **options: Any) -> sparse.SparseParts:
+    encoded = sparse.encode_tensor(tensor, **options)
+    if encoded is None:
+        raise SystemExit("a resnet18 weight has too many distinct top bytes for layout 3")
+    return encoded
+
+
 def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
     """Every size column of the table, in bytes."""
     dense_path = folder / "dense.safetensors"
     save_file(state, str(dense_path))
     dense_bytes = dense_path.read_bytes()
     sparse_path = folder / "model.sparse.safetensors"
+    sparse_layout2.write(state, folder / "layout2.safetensors")  # what prunekit wrote before, for the load table
     started = time.perf_counter()
     sparse.write_sparse(state, sparse_path, {})
     write_s = time.perf_counter() - started
@@ -145,13 +156,13 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
         "zlib": len(zlib.compress(dense_bytes, 6)),
         "sparse": sparse_path.stat().st_size,
     }
-    raw = layout1 = no_split = level9 = floor_raw = floor_h0 = 0.0
+    raw = layout1 = layout2 = all_deflated = level9 = floor_raw = floor_h0 = 0.0
     _, index = sparse.encode_state(state)
     for name, tensor in state.items():
         nbytes = tensor.numel() * tensor.element_size()
         if name not in index:
-            raw, layout1, no_split, level9, floor_raw, floor_h0 = (
-                x + nbytes for x in (raw, layout1, no_split, level9, floor_raw, floor_h0)
+            raw, layout1, layout2, all_deflated, level9, floor_raw, floor_h0 = (
+                x + nbytes for x in (raw, layout1, layout2, all_deflated, level9, floor_raw, floor_h0)
             )
             continue
         keep = tensor.reshape(-1).view(torch.int32) != 0
@@ -159,14 +170,15 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
         mask = np.packbits(keep.numpy(), bitorder="little").tobytes()
         planes = kept.view(torch.uint8).view(-1, 4).t().contiguous().numpy()
         mask_h = tensor.numel() * _h(float(keep.float().mean())) / 8
-        gaps = sparse.encode_tensor(tensor).parts[GAPS]
         raw += len(mask) + kept.numel() * 4
         layout1 += len(zlib.compress(mask, 6)) + len(zlib.compress(planes.tobytes(), 6))
-        no_split += len(gaps) + len(zlib.compress(kept.numpy().tobytes(), 6))
-        level9 += sparse.encode_tensor(tensor, level=9).nbytes
+        layout2 += sum(len(part) for part in sparse_layout2.parts(tensor)[0].values())
+        all_deflated += _encoded(tensor, min_deflate_saving=0.0).nbytes
+        level9 += _encoded(tensor, level=9).nbytes
         floor_raw += mask_h + kept.numel() * 4
         floor_h0 += mask_h + sum(_h0(plane) for plane in planes)
-    out.update(raw=raw, layout1=layout1, no_split=no_split, level9=level9, floor_raw=floor_raw, floor_h0=floor_h0)
+    out.update(raw=raw, layout1=layout1, layout2=layout2, all_deflated=all_deflated, level9=level9)
+    out.update(floor_raw=floor_raw, floor_h0=floor_h0)
     out["write_s"] = write_s
     return out
 
@@ -183,6 +195,7 @@ def load_times(folder: Path, repeats: int) -> dict[str, float]:
         "sparse_load": lambda: load_sparse(sparse_path),
         "sparse_into_model": lambda: target.load_state_dict(load_sparse(sparse_path)),
         "sparse_in_place": lambda: load_sparse(sparse_path, into=into),
+        "layout2_in_place": partial(sparse_layout2.loader(), str(folder / "layout2.safetensors"), into=into),
         "engine_read": lambda: sparse.read_sparse(sparse_path),
     }
     cold = {
@@ -202,6 +215,7 @@ def load_times(folder: Path, repeats: int) -> dict[str, float]:
     pairs = {
         "load_ratio": ("sparse_into_model", "dense_into_model"),
         "in_place_ratio": ("sparse_in_place", "dense_into_model"),
+        "layout2_in_place_ratio": ("layout2_in_place", "dense_into_model"),
         "cold_ratio": ("sparse_cold", "dense_cold"),
         "in_place_cold_ratio": ("in_place_cold", "dense_cold"),
     }
@@ -237,11 +251,13 @@ def _evict(path: str) -> None:
 
 
 def bit_identical(folder: Path, state: dict[str, torch.Tensor]) -> bool:
-    """The README loader's tensors, returned and restored in place into a resnet18, have the masked model's bytes."""
+    """The README loader's tensors, returned and restored in place into a resnet18, have the masked model's bytes
+    (and so do layout 2's, whose load is timed beside)."""
     load, path = readme_loader(), str(folder / "model.sparse.safetensors")
     model = torchvision.models.resnet18(weights=None)
     load(path, into=model.state_dict())
-    return all(_same_bytes(got, state) for got in (load(path), model.state_dict()))
+    layout2 = sparse_layout2.loader()(str(folder / "layout2.safetensors"))
+    return all(_same_bytes(got, state) for got in (load(path), model.state_dict(), layout2))
 
 
 def _same_bytes(got: dict[str, torch.Tensor], want: dict[str, torch.Tensor]) -> bool:
@@ -265,10 +281,10 @@ def run_one(method: str, repeats: int, base: dict[str, torch.Tensor] | None = No
     return row
 
 
-def plane_saving_frontier(
+def deflate_saving_frontier(
     method: str, savings: list[float], repeats: int, base: dict[str, torch.Tensor] | None = None
 ) -> list[dict[str, float]]:
-    """File size and warm in-place load against dense + into model, per `min_plane_saving` (interleaved rounds)."""
+    """File size and warm in-place load against dense + into model, per `min_deflate_saving` (interleaved rounds)."""
     state = {k: v.contiguous() for k, v in pruned_resnet18(method, base).state_dict().items()}
     load_sparse, target = readme_loader(), torchvision.models.resnet18(weights=None)
     into = target.state_dict()
@@ -277,13 +293,13 @@ def plane_saving_frontier(
         save_file(state, dense)
         paths = {s: str(Path(tmp) / f"saving-{s}.safetensors") for s in savings}
         for saving, path in paths.items():
-            sparse.write_sparse(state, Path(path), {}, min_plane_saving=saving)
+            sparse.write_sparse(state, Path(path), {}, min_deflate_saving=saving)
         ways: dict[float | str, Callable[[], object]] = {"dense": lambda: target.load_state_dict(load_file(dense))}
         ways.update({s: partial(load_sparse, p, into=into) for s, p in paths.items()})
         times = _warm_rounds(ways, repeats)
         return [
             {
-                "min_plane_saving": s,
+                "min_deflate_saving": s,
                 "mib": os.path.getsize(p) / MIB,
                 "in_place_ms": statistics.median(times[s]) * 1e3,
                 "dense_into_model_ms": statistics.median(times["dense"]) * 1e3,
@@ -295,12 +311,12 @@ def plane_saving_frontier(
 
 def _frontier_table(method: str, rows: list[dict[str, float]]) -> str:
     lines = [
-        f"| min plane saving ({float(method):.0%} global) | file MiB | in place ms | dense + into model ms | ratio |",
+        f"| min deflate saving ({float(method):.0%} global) | file MiB | in place ms | dense + into model ms | ratio |",
         "|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['min_plane_saving']:.2f} | {r['mib']:.2f} | {r['in_place_ms']:.1f} "
+            f"| {r['min_deflate_saving']:.2f} | {r['mib']:.2f} | {r['in_place_ms']:.1f} "
             f"| {r['dense_into_model_ms']:.1f} | {r['ratio']:.2f}x |"
         )
     return "\n".join(lines)
@@ -311,22 +327,27 @@ def _table(rows: list[dict[str, Any]]) -> str:
         return f"{row[key] / MIB:.2f} ({row[key] / row['dense']:.3f}x)"
 
     head = (
-        "| pruning | dense MiB | zlib(dense) | bitmask+values raw | layout 1 (bitmask) | **sparse_state_dict** "
-        "| no byte split | zlib 9 | floor: mask H + raw values | floor: mask H + value H0 | write s "
+        "| pruning | dense MiB | zlib(dense) | bitmask+values raw | layout 1 (bitmask) | layout 2 (gaps) "
+        "| **sparse_state_dict** | all parts deflated | zlib 9 | floor: mask H + raw values | floor: mask H + value H0 "
+        "| write s "
         "| load dense / +into model ms | load sparse / +into model ms | ratio | in place ms | ratio "
-        "| cold: dense / sparse / in place ms | cold ratios | bit-identical |\n" + "|---" * 19 + "|"
+        "| layout 2 in place ms | ratio | cold: dense / sparse / in place ms | cold ratios | bit-identical |\n"
+        + "|---" * 22
+        + "|"
     )
     lines = [head]
     for r in rows:
         name = r["method"] if r["method"] == "2:4" else f"{float(r['method']):.0%} global"
         lines.append(
             f"| {name} ({r['weight_sparsity']:.1%} of conv/fc zero) | {r['dense'] / MIB:.2f} | {mib(r, 'zlib')} "
-            f"| {mib(r, 'raw')} | {mib(r, 'layout1')} | **{mib(r, 'sparse')}** | {mib(r, 'no_split')} "
+            f"| {mib(r, 'raw')} | {mib(r, 'layout1')} | {mib(r, 'layout2')} | **{mib(r, 'sparse')}** "
+            f"| {mib(r, 'all_deflated')} "
             f"| {mib(r, 'level9')} "
             f"| {mib(r, 'floor_raw')} | {mib(r, 'floor_h0')} | {r['write_s']:.2f} "
             f"| {r['dense_load'] * 1e3:.1f} / {r['dense_into_model'] * 1e3:.1f} "
             f"| {r['sparse_load'] * 1e3:.1f} / {r['sparse_into_model'] * 1e3:.1f} | {r['load_ratio']:.2f}x "
             f"| {r['sparse_in_place'] * 1e3:.1f} | {r['in_place_ratio']:.2f}x "
+            f"| {r['layout2_in_place'] * 1e3:.1f} | {r['layout2_in_place_ratio']:.2f}x "
             f"| {r['dense_cold'] * 1e3:.1f} / {r['sparse_cold'] * 1e3:.1f} / {r['in_place_cold'] * 1e3:.1f} "
             f"| {r['cold_ratio']:.2f}x / {r['in_place_cold_ratio']:.2f}x "
             f"| {r['bit_identical']} |"
@@ -340,7 +361,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path)
     parser.add_argument(
-        "--plane-savings", default="0.15,0.3,0.5,0.7,1.0", help="min_plane_saving values of the frontier at 90%%"
+        "--deflate-savings", default="0,0.15,0.3,0.5,1.0", help="min_deflate_saving values of the frontier at 90%%"
     )
     parser.add_argument(
         "--trained-epochs", type=int, default=0, help="train resnet18 this many epochs on digits first (0: random init)"
@@ -356,12 +377,12 @@ def main() -> None:
         f"weights: {args.weights or (f'trained {args.trained_epochs} epochs on digits' if base else 'random init')}"
     )
     print(_table(rows))
-    savings = [float(x) for x in args.plane_savings.split(",") if x]
-    frontier = plane_saving_frontier("0.9", savings, args.repeats, base) if savings else []
+    savings = [float(x) for x in args.deflate_savings.split(",") if x]
+    frontier = deflate_saving_frontier("0.9", savings, args.repeats, base) if savings else []
     if frontier:
         print(_frontier_table("0.9", frontier))
     if args.json:
-        args.json.write_text(json.dumps({"rows": rows, "plane_saving_frontier": frontier}, indent=2))
+        args.json.write_text(json.dumps({"rows": rows, "deflate_saving_frontier": frontier}, indent=2))
 
 
 if __name__ == "__main__":

@@ -171,7 +171,7 @@ def _mask_file_bytes(state: JobState, model: LoadedModel, targets: list[PruneTar
 
 def _sparse_bytes(numel: int, itemsize: int, sparsity: float) -> int:
     """A sparse_state_dict tensor's bytes: the kept values raw and the gaps at the mask's entropy (an upper-ish bound:
-    deflate also squeezes the sign/exponent bytes: the file is smaller still, tests/worker/engine/test_dry_run.py)."""
+    the file codes each gap with its value's top byte, so it is smaller still, tests/worker/engine/test_dry_run.py)."""
     if sparsity < 0.1:
         return numel * itemsize  # stored as is
     kept = numel * (1.0 - sparsity)

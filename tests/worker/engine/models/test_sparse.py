@@ -19,14 +19,14 @@ from worker.engine.models.formats import detect_format
 from worker.engine.models.loading import load_state_dict_file
 from worker.engine.models.sparse import (
     LAYOUT_KEY,
+    code_tables,
     deflate,
     encode_tensor,
-    gap_bytes,
     read_sparse,
     stored_positions,
     write_sparse,
 )
-from worker.engine.models.sparse_decode import BYTE, GAPS, MASK, VALUES, positions_of
+from worker.engine.models.sparse_decode import BYTE, CODES, GAPS, LOW, MASK, MAX_GAP, TABLES, VALUES, positions_of
 
 README = Path(__file__).resolve().parents[4] / "README.md"
 
@@ -75,6 +75,7 @@ def state() -> dict[str, torch.Tensor]:
         "fc.weight": negative_zero,
         "half.weight": _pruned((40, 40), 0.95, torch.float16),
         "bf16.weight": _pruned((40, 40), 0.5, torch.bfloat16),
+        "f64.weight": _pruned((30, 40), 0.8, torch.float64),  # 7 low bytes per element
         "nm.weight": _two_four(16, 64),
         "dense.weight": torch.randn(30, 30),  # nothing pruned: stored as is
         "empty.weight": torch.zeros(20, 20),  # fully pruned
@@ -90,7 +91,8 @@ def test_round_trip_is_bit_identical_and_smaller(state: dict[str, torch.Tensor],
     assert_bit_identical(read_sparse(path), state)
     with safe_open(str(path), framework="pt") as fh:
         index, keys = json.loads(fh.metadata()["prunekit.sparse"]), set(fh.keys())
-    assert {"conv.weight", "fc.weight", "half.weight", "nm.weight", "empty.weight"} <= set(index)
+    assert {"conv.weight", "fc.weight", "half.weight", "bf16.weight", "nm.weight", "empty.weight"} <= set(index)
+    assert index["f64.weight"][2][1] is True  # float32 values as float64: their zero low bytes deflate
     assert "dense.weight" in keys and "dense.weight" not in index and "bias" in keys
     dense = sum(v.numel() * v.element_size() for v in state.values())
     assert path.stat().st_size < 0.5 * dense
@@ -102,7 +104,7 @@ def test_readme_loader_restores_the_same_bits(state: dict[str, torch.Tensor], tm
     scope: dict[str, object] = {}
     exec(readme_loader(), scope)  # the documented snippet itself, not a copy of it
     lines = [line for line in readme_loader().splitlines() if line.strip()]
-    assert len(lines) <= 23  # a few lines to copy, not a library
+    assert len(lines) <= 32  # a few lines to copy, not a library
     assert_bit_identical(scope["load_sparse"](str(path)), state)  # type: ignore[operator]
 
 
@@ -168,61 +170,100 @@ def _blob(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
+def _raw_deflate(data: bytes) -> bytes:
+    packer = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return packer.compress(data) + packer.flush()
+
+
+def _w(deflated: list[bool], shape: int = 1024) -> dict[str, object]:
+    return {"index": {"w": [[shape], "float32", deflated]}}
+
+
+_GAP_255 = _blob(bytes([255] * 256 + [0] * 256))  # every code: 255 positions on, top byte 0
+_GAP_0 = _blob(bytes([0] * 512))  # every code: no step (two elements at one position)
+
+
 @pytest.mark.parametrize(
     ("change", "message"),
     [
-        ({"w" + BYTE + "0": None}, "do not match its index"),
-        ({"w" + GAPS: _blob(b"not zlib at all")}, "position gaps is corrupt"),
-        ({"w" + BYTE + "3": _blob(zlib.compress(b"\x01" * 12))}, "does not have the size"),
-        ({"w" + BYTE + "0": _blob(b"\x01" * 12)}, "does not have the size its gaps declare"),
-        ({"w" + GAPS: _blob(zlib.compress(b"\x01" * 2000))}, "does not have the size"),
-        ({"w" + GAPS: _blob(zlib.compress(b"\xff" * 5))}, "run past the end"),
-        ({"w" + GAPS: _blob(zlib.compress(b"\x01\x00\x01"))}, "hold a 0"),
-        ({"index": {"w": [[1020], "float32", [False, False, False, True]]}}, "run past the end"),
-        ({"index": {"w": [[1024], "float32", [True]]}}, "does not list its byte planes"),
-        ({"index": {"w": [[1024], "int64", [True] * 8]}}, "not \\[shape, dtype, planes\\]"),
-        ({"index": {"w": [[-1], "float32", [True] * 4]}}, "not \\[shape, dtype, planes\\]"),
-        ({"index": {"w": [[1024], "float32"]}}, "not \\[shape, dtype, planes\\]"),
+        ({"w" + LOW: None}, "do not match its index"),
+        ({"w" + CODES: _blob(b"not deflate at all"), **_w([True, False])}, "codes is corrupt"),
+        ({"w" + CODES: _blob(b"\x01" * 2000), **_w([False, False])}, "more than the elements"),
+        ({"w" + CODES: _blob(_raw_deflate(b"\x01" * 2000)), **_w([True, False])}, "does not have the size"),
+        ({"w" + CODES: _blob(b"\x00" * 5), "w" + TABLES: _GAP_255, **_w([False, False])}, "run past the end"),
+        ({"w" + CODES: _blob(b"\x00\x00"), "w" + TABLES: _GAP_0, **_w([False, False])}, "hold a 0"),
+        ({"w" + CODES: _blob(b"\x00"), "w" + LOW: _blob(b"\x01" * 12), **_w([False, False])}, "low bytes do not"),
+        ({"w" + CODES: _blob(b"\x00"), "w" + LOW: _blob(_raw_deflate(b"\x01" * 9)), **_w([False, True])}, "the size"),
+        ({"w" + TABLES: _blob(b"\x01" * 100)}, "code tables do not hold 512"),
+        ({"index": {"w": [[1020], "float32", [False, False]]}}, "run past the end"),
+        (_w([True]), "does not list its parts"),
+        ({"index": {"w": [[1024], "int64", [True, True]]}}, "not \\[shape, dtype, parts\\]"),
+        ({"index": {"w": [[-1], "float32", [True, True]]}}, "not \\[shape, dtype, parts\\]"),
+        ({"index": {"w": [[1024], "float32"]}}, "not \\[shape, dtype, parts\\]"),
         ({"index": ["w"]}, "not a JSON object"),
-        ({"index": {"w": [[10**9, 10**6], "float32", [True] * 4]}}, "refused: the sparse file declares"),
+        ({"index": {"w": [[10**9, 10**6], "float32", [True, True]]}}, "refused: the sparse file declares"),
         ({"layout": "9"}, "layout version '9'"),
-        ({"w" + BYTE + "1": torch.zeros(25, dtype=torch.float32)}, "not flat uint8 tensors"),
+        ({"w" + LOW: torch.zeros(25, dtype=torch.float32)}, "not flat uint8 tensors"),
     ],
 )
 def test_inconsistent_files_are_refused(tmp_path: Path, change: dict[str, object], message: str) -> None:
     good = tmp_path / "good.safetensors"
-    write_sparse({"w": _pruned((1024,), 0.9).index_fill_(0, torch.tensor([1023]), 2.0)}, good, {})
+    write_sparse({"w": _pruned((1024,), 0.9).index_fill_(0, torch.tensor([1023]), 2.0)}, good, {}, 1.0)  # raw parts
     bad = tmp_path / "bad.safetensors"
-    _rewrite(good, bad, change)
+    _rewrite(good, bad, dict(change))
     with pytest.raises(InvalidModelError, match=message):
         read_sparse(bad)
 
 
-@pytest.mark.parametrize("part", [GAPS, BYTE + "3"])
+@pytest.mark.parametrize("part", [CODES, LOW])
 def test_a_part_that_inflates_past_its_tensor_is_not_inflated(tmp_path: Path, part: str) -> None:
-    # 64 KiB of zlib that would inflate to 64 MiB: reading stops at the size the tensor allows, long before
+    # 64 KiB of deflate that would inflate to 64 MiB: reading stops at the size the tensor allows, long before
     good = tmp_path / "good.safetensors"
-    write_sparse({"w": _pruned((1024,), 0.9)}, good, {})
-    bomb = zlib.compressobj(9)
+    write_sparse({"w": _pruned((1024,), 0.9)}, good, {}, 1.0)  # codes and low bytes stored raw
+    with safe_open(str(good), framework="pt") as fh:
+        codes = fh.get_tensor("w" + CODES).numpy().tobytes()
+    bomb = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
     chunk = bomb.compress(b"\x01" * (64 * 1024 * 1024)) + bomb.flush()
     bad = tmp_path / "bomb.safetensors"
-    _rewrite(good, bad, {"w" + part: _blob(chunk)})
+    _rewrite(good, bad, {"w" + CODES: _blob(_raw_deflate(codes)), "w" + part: _blob(chunk), **_w([True, True])})
     with pytest.raises(InvalidModelError, match="does not have the size"):
         read_sparse(bad)
 
 
+@pytest.mark.parametrize("span", [255, 127, 2])
 @pytest.mark.parametrize(
     "nonzero", [[], [0], [5], [254], [255], [256], [0, 1, 2], [3, 600, 601, 1200], [509, 510, 765, 766, 5000]]
 )
-def test_long_runs_of_zeros_store_a_zero_every_255_positions(nonzero: list[int]) -> None:
+def test_long_runs_of_zeros_store_a_filler_every_span_positions(nonzero: list[int], span: int) -> None:
     wanted = np.array(nonzero, dtype=np.int64)
-    stored = stored_positions(wanted)
+    stored = stored_positions(wanted, span)
     assert set(wanted.tolist()) <= set(stored.tolist())
     gaps = np.diff(stored, prepend=-1)
-    assert gaps.size == 0 or (gaps.min() >= 1 and gaps.max() <= 255)  # every distance fits a byte
-    extra = sum(max(0, int(d) - 1) // 255 for d in np.diff(wanted, prepend=-1))
+    assert gaps.size == 0 or (gaps.min() >= 1 and gaps.max() <= span)  # every distance has a code
+    extra = sum(max(0, int(d) - 1) // span for d in np.diff(wanted, prepend=-1))
     assert stored.size == wanted.size + extra  # no more fillers than the gaps need
-    assert np.array_equal(positions_of(gap_bytes(stored)), stored)
+    assert np.array_equal(positions_of(gaps.astype(np.uint8)), stored)
+
+
+def test_each_code_decodes_to_its_gap_and_top_byte() -> None:
+    tables = code_tables(np.array([0xBF, 0x3F, 0x3F, 0xBE], dtype=np.uint8))  # three distinct top bytes
+    assert tables.span == 85 and tables.filler == 255
+    gaps, tops = np.array([1, 85, 3, 85]), np.array([0x3F, 0xBF, 0xBE, 0])
+    codes = tables.encode(gaps, tops, np.array([False, False, False, True]))
+    table, codes = np.frombuffer(tables.to_bytes(), np.uint8), codes.astype(np.int64)
+    assert table[codes].tolist() == gaps.tolist() and table[256 + codes].tolist() == tops.tolist()
+
+
+def test_a_tensor_with_too_many_top_bytes_is_stored_as_it_is(tmp_path: Path) -> None:
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(64, 64, generator=g) * torch.pow(2.0, torch.randint(-120, 120, (64, 64), generator=g).float())
+    w = w.masked_fill(torch.rand(64, 64, generator=g) < 0.5, 0)  # ~240 distinct top bytes: no room for gaps
+    assert encode_tensor(w) is None
+    path = tmp_path / "m.safetensors"
+    write_sparse({"w": w, "v": _pruned((64, 64), 0.9)}, path, {})
+    with safe_open(str(path), framework="pt") as fh:
+        assert set(json.loads(fh.metadata()["prunekit.sparse"])) == {"v"} and "w" in set(fh.keys())
+    assert_bit_identical(read_sparse(path), {"w": w, "v": _pruned((64, 64), 0.9)})
 
 
 def test_a_nearly_empty_tensor_restores_exactly(tmp_path: Path) -> None:
@@ -262,30 +303,56 @@ def test_layout_1_files_stay_readable(tmp_path: Path) -> None:
         read_sparse(bad)
 
 
-def test_low_mantissa_planes_are_stored_as_they_are(tmp_path: Path) -> None:
+def _write_v2(state: dict[str, torch.Tensor], path: Path) -> None:
+    """A file as prunekit wrote it in layout 2: zlib-deflated gap bytes + byte planes (the last one deflated)."""
+    tensors, index = {}, {}
+    for name, value in state.items():
+        positions = stored_positions(np.flatnonzero(value.reshape(-1).view(torch.int32).numpy()), MAX_GAP)
+        planes = value.reshape(-1)[torch.from_numpy(positions)].view(torch.uint8).view(-1, 4).t().contiguous()
+        tensors[name + GAPS] = _blob(zlib.compress(np.diff(positions, prepend=-1).astype(np.uint8).tobytes()))
+        for i, plane in enumerate(planes.numpy()):
+            tensors[f"{name}{BYTE}{i}"] = _blob(zlib.compress(plane.tobytes()) if i == 3 else plane.tobytes())
+        index[name] = [list(value.shape), "float32", [False, False, False, True]]
+    meta = {"prunekit.sparse": json.dumps(index), "prunekit.aliases": "{}", LAYOUT_KEY: "2"}
+    save_file(tensors, str(path), metadata=meta)
+
+
+def test_layout_2_files_stay_readable(tmp_path: Path) -> None:
+    state = {"conv.weight": _pruned((32, 16, 3, 3), 0.9), "fc.weight": _pruned((600, 64), 0.995)}  # long runs
+    path = tmp_path / "v2.safetensors"
+    _write_v2(state, path)
+    assert_bit_identical(read_sparse(path), state)
+    bad = tmp_path / "bad.safetensors"
+    _rewrite(path, bad, {"fc.weight" + BYTE + "0": _blob(b"\x01" * 7)})
+    with pytest.raises(InvalidModelError, match="byte plane 0 does not have the size"):
+        read_sparse(bad)
+
+
+def test_codes_are_deflated_and_low_bytes_stored_as_they_are(tmp_path: Path) -> None:
     # random mantissa bytes do not deflate: storing them raw is as small and makes loading faster
     path = tmp_path / "m.safetensors"
-    write_sparse({"w": _pruned((256, 256), 0.9)}, path, {})
+    write_sparse({"w": _pruned((256, 256), 0.5)}, path, {})
     with safe_open(str(path), framework="pt") as fh:
-        deflated = json.loads(fh.metadata()["prunekit.sparse"])["w"][2]
-        assert fh.metadata()[LAYOUT_KEY] == "2"
-    assert deflated[:2] == [False, False] and deflated[3] is True  # sign + exponent: deflated
+        assert json.loads(fh.metadata()["prunekit.sparse"])["w"][2] == [True, False]
+        assert fh.metadata()[LAYOUT_KEY] == "3"
 
 
-def test_a_plane_is_deflated_only_where_that_saves_the_share_asked() -> None:
-    w = _pruned((256, 256), 0.9)
-    never, usual = encode_tensor(w, min_plane_saving=1.0), encode_tensor(w)
-    assert never.deflated == [False] * 4 and usual.deflated[3] is True
-    assert never.nbytes > usual.nbytes  # the sign/exponent plane is worth its inflate
+def test_a_part_is_deflated_only_where_that_saves_the_share_asked() -> None:
+    w = _pruned((256, 256), 0.5)
+    never, usual = encode_tensor(w, min_deflate_saving=1.0), encode_tensor(w)
+    assert never is not None and usual is not None
+    assert never.deflated == [False, False] and usual.deflated == [True, False]
+    assert never.nbytes > usual.nbytes  # the codes are worth their inflate at 50%
 
 
-def test_gaps_take_the_smaller_stream_and_plain_zlib_reads_it() -> None:
-    gaps = np.random.default_rng(0).geometric(0.1, 100_000).clip(1, 255).astype(np.uint8).tobytes()
+def test_codes_take_the_smaller_stream_and_plain_zlib_reads_it() -> None:
+    codes = np.random.default_rng(0).geometric(0.1, 100_000).clip(1, 255).astype(np.uint8).tobytes()
     repeats = bytes(range(256)) * 400
-    for data in (gaps, repeats):
+    for data in (codes, repeats):
         packed = deflate(data)
-        assert zlib.decompress(packed) == data and len(packed) <= len(zlib.compress(data, 6))
-    assert len(deflate(gaps)) < len(zlib.compress(gaps, 6))  # Huffman-only wins on gaps (no repeats for LZ77)
+        assert zlib.decompress(packed, -15) == data and len(packed) <= len(_raw_deflate(data))
+    packer = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    assert len(deflate(codes)) < len(packer.compress(codes) + packer.flush())  # Huffman-only wins (no repeats)
 
 
 def test_two_four_bitmask_deflates_below_the_two_bit_index_layout() -> None:

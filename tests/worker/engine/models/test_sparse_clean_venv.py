@@ -79,6 +79,7 @@ def _masked_pairs(state_dict_model: Path, tmp_path: Path) -> list[Path]:
         "f32": _pruned((256, 64), 0.95),
         "f16": _pruned((64, 64), 0.9, torch.float16),
         "bf16": _pruned((64, 64), 0.5, torch.bfloat16),
+        "f64": _pruned((64, 64), 0.9, torch.float64),
         "nm": _two_four(32, 64),
         "neg_zero": torch.full((512,), -0.0),
         "ints": torch.arange(10),
