@@ -147,7 +147,6 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
     save_file(state, str(dense_path))
     dense_bytes = dense_path.read_bytes()
     sparse_path = folder / "model.sparse.safetensors"
-    sparse_layout2.write(state, folder / "layout2.safetensors")  # what prunekit wrote before, for the load table
     started = time.perf_counter()
     sparse.write_sparse(state, sparse_path, {})
     write_s = time.perf_counter() - started
@@ -158,6 +157,7 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
     }
     raw = layout1 = layout2 = all_deflated = level9 = floor_raw = floor_h0 = 0.0
     _, index = sparse.encode_state(state)
+    layout2_parts = sparse_layout2.write(state, folder / "layout2.safetensors", index)  # timed in load_times too
     for name, tensor in state.items():
         nbytes = tensor.numel() * tensor.element_size()
         if name not in index:
@@ -172,7 +172,7 @@ def sizes(state: dict[str, torch.Tensor], folder: Path) -> dict[str, float]:
         mask_h = tensor.numel() * _h(float(keep.float().mean())) / 8
         raw += len(mask) + kept.numel() * 4
         layout1 += len(zlib.compress(mask, 6)) + len(zlib.compress(planes.tobytes(), 6))
-        layout2 += sum(len(part) for part in sparse_layout2.parts(tensor)[0].values())
+        layout2 += layout2_parts[name]
         all_deflated += _encoded(tensor, min_deflate_saving=0.0).nbytes
         level9 += _encoded(tensor, level=9).nbytes
         floor_raw += mask_h + kept.numel() * 4

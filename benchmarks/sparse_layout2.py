@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -81,17 +81,19 @@ def _blob(data: bytes) -> torch.Tensor:
     return torch.frombuffer(bytearray(data), dtype=torch.uint8) if data else torch.zeros(0, dtype=torch.uint8)
 
 
-def write(state: Mapping[str, torch.Tensor], path: Path) -> None:
-    """`state` as a layout-2 file: the tensors layout 3 stores sparse, sparse; the others as they are."""
-    _, sparse_index = sparse.encode_state(state)
+def write(state: Mapping[str, torch.Tensor], path: Path, sparse_names: Collection[str]) -> dict[str, int]:
+    """`state` as a layout-2 file, the tensors in `sparse_names` sparse; returns the bytes of each one's parts."""
     tensors: dict[str, torch.Tensor] = {}
     index: dict[str, list[Any]] = {}
+    part_bytes: dict[str, int] = {}
     for name, tensor in state.items():
-        if name not in sparse_index:
+        if name not in sparse_names:
             tensors[name] = tensor
             continue
         encoded, deflated = parts(tensor)
         tensors.update({name + suffix: _blob(data) for suffix, data in encoded.items()})
         index[name] = [list(tensor.shape), "float32", deflated]
+        part_bytes[name] = sum(len(data) for data in encoded.values())
     meta = {"prunekit.sparse": json.dumps(index), "prunekit.sparse_layout": "2", "prunekit.aliases": "{}"}
     save_file(tensors, str(path), metadata=meta)
+    return part_bytes
